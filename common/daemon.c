@@ -1,0 +1,220 @@
+/* See daemon.h. */
+#define _GNU_SOURCE
+#include "daemon.h"
+
+#include "log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static int ready_fd = -1;
+static bool detached;
+
+void vo_detach_begin(const struct vo_cmdline *cl)
+{
+	if (cl->foreground)
+		return;
+	int p[2];
+	if (pipe2(p, O_CLOEXEC) < 0) {
+		vo_error("cannot create a pipe: %s", strerror(errno));
+		exit(VO_EXIT_MOUNT);
+	}
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid < 0) {
+		vo_error("cannot fork: %s", strerror(errno));
+		exit(VO_EXIT_MOUNT);
+	}
+	if (pid > 0) {
+		/* The parent: wait for "ready" or for the child's death, and report that. */
+		close(p[1]);
+		char c;
+		ssize_t r;
+		while ((r = read(p[0], &c, 1)) < 0 && errno == EINTR)
+			;
+		if (r == 1)
+			_exit(VO_EXIT_OK);
+		int status;
+		while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+			;
+		if (WIFEXITED(status))
+			_exit(WEXITSTATUS(status) ? WEXITSTATUS(status) : VO_EXIT_MOUNT);
+		vo_error("the daemon died during start-up (signal %d)", WTERMSIG(status));
+		_exit(VO_EXIT_MOUNT);
+	}
+	close(p[0]);
+	ready_fd = p[1];
+	detached = true;
+	setsid();
+}
+
+void vo_detach_ready(void)
+{
+	if (ready_fd < 0)
+		return;
+	if (detached) {
+		int null = open("/dev/null", O_RDWR);
+		if (null >= 0) {
+			dup2(null, 0);
+			dup2(null, 1);
+			dup2(null, 2);
+			if (null > 2)
+				close(null);
+		}
+		vo_log_to_syslog();
+		if (chdir("/") < 0) {
+			/* nothing to do: the daemon only uses absolute paths and fds */
+		}
+	}
+	char c = 1;
+	while (write(ready_fd, &c, 1) < 0 && errno == EINTR)
+		;
+	close(ready_fd);
+	ready_fd = -1;
+}
+
+static bool has_opt(const struct fuse_args *args, const char *prefix)
+{
+	for (int i = 0; i < args->argc; i++)
+		if (strstr(args->argv[i], prefix))
+			return true;
+	return false;
+}
+
+struct fuse_session *vo_mount(struct vo_cmdline *cl, const char *fsname, const char *mountpoint,
+			      const struct fuse_lowlevel_ops *ops, void *userdata,
+			      const char *extra_opts)
+{
+	struct stat st;
+	if (stat(mountpoint, &st) < 0) {
+		vo_error("cannot mount on %s: %s", mountpoint, strerror(errno));
+		return NULL;
+	}
+	if (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode)) {
+		vo_error("cannot mount on %s: not a directory or a regular file", mountpoint);
+		return NULL;
+	}
+
+	/* A copy of the arguments per mount: a daemon may mount several times (umdev). */
+	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
+	for (int i = 0; i < cl->fuse_args.argc; i++)
+		fuse_opt_add_arg(&args, cl->fuse_args.argv[i]);
+	if (!has_opt(&cl->fuse_args, "fsname=") && fsname) {
+		char *esc = NULL;
+		fuse_opt_add_opt_escaped(&esc, fsname);
+		char *o = NULL;
+		if (asprintf(&o, "-ofsname=%s", esc) > 0)
+			fuse_opt_add_arg(&args, o);
+		free(o);
+		free(esc);
+	}
+	if (!has_opt(&cl->fuse_args, "subtype=")) {
+		char *o = NULL;
+		if (asprintf(&o, "-osubtype=%s", vo_progname()) > 0)
+			fuse_opt_add_arg(&args, o);
+		free(o);
+	}
+	if (cl->readonly)
+		fuse_opt_add_arg(&args, "-oro");
+	if (cl->debug)
+		fuse_opt_add_arg(&args, "-odebug");
+	if (extra_opts && *extra_opts) {
+		fuse_opt_add_arg(&args, "-o");
+		fuse_opt_add_arg(&args, extra_opts);
+	}
+
+	struct fuse_session *se = fuse_session_new(&args, ops, sizeof *ops, userdata);
+	fuse_opt_free_args(&args);
+	if (!se) {
+		vo_error("cannot set up the FUSE session for %s", mountpoint);
+		return NULL;
+	}
+	if (fuse_session_mount(se, mountpoint) != 0) {
+		/* libfuse has said why, through our log bridge */
+		fuse_session_destroy(se);
+		return NULL;
+	}
+	return se;
+}
+
+int vo_serve(struct fuse_session *se, const struct vo_cmdline *cl)
+{
+	if (fuse_set_signal_handlers(se) != 0) {
+		vo_error("cannot install signal handlers");
+		return -EIO;
+	}
+	int r;
+	if (cl->single_thread) {
+		r = fuse_session_loop(se);
+	} else {
+		struct fuse_loop_config *lc = fuse_loop_cfg_create();
+		fuse_loop_cfg_set_clone_fd(lc, 1);
+		if (cl->max_threads)
+			fuse_loop_cfg_set_max_threads(lc, cl->max_threads);
+		r = fuse_session_loop_mt(se, lc);
+		fuse_loop_cfg_destroy(lc);
+	}
+	fuse_remove_signal_handlers(se);
+	/* A signal ends the loop with -EINTR-like codes in some versions: not an error for us. */
+	return r < 0 && r != -EINTR ? r : 0;
+}
+
+void vo_unmount(struct fuse_session *se)
+{
+	if (!se)
+		return;
+	fuse_session_unmount(se);
+	fuse_session_destroy(se);
+}
+
+int vo_daemon_main(const struct vo_daemon_info *info, const struct vo_daemon_ops *ops, void *cfg,
+		   int argc, char **argv)
+{
+	struct vo_cmdline cl;
+	vo_log_init(info->name);
+	int r = vo_cmdline_parse(info, cfg, argc, argv, &cl);
+	if (r != 0) {
+		vo_cmdline_free(&cl);
+		return r > 0 ? VO_EXIT_OK : VO_EXIT_USAGE;
+	}
+	vo_log_set_debug(cl.debug);
+	const char *source = cl.npositional > 1 ? cl.positional[0] : NULL;
+	const char *mountpoint = cl.positional[cl.npositional - 1];
+
+	/* The cheap check first: a missing mount point must not cost opening the source. */
+	struct stat st;
+	if (stat(mountpoint, &st) < 0) {
+		vo_error("cannot mount on %s: %s", mountpoint, strerror(errno));
+		vo_cmdline_free(&cl);
+		return VO_EXIT_MOUNT;
+	}
+	vo_detach_begin(&cl);
+	void *state = NULL;
+	int status = ops->start(cfg, &cl, &state);
+	if (status != VO_EXIT_OK) {
+		vo_cmdline_free(&cl);
+		return status;
+	}
+	struct fuse_session *se = vo_mount(&cl, source, mountpoint, ops->ll_ops, state, NULL);
+	if (!se) {
+		ops->stop(state);
+		vo_cmdline_free(&cl);
+		return VO_EXIT_MOUNT;
+	}
+	vo_detach_ready();
+	r = vo_serve(se, &cl);
+	vo_unmount(se);
+	ops->stop(state);
+	vo_cmdline_free(&cl);
+	if (r < 0) {
+		vo_error("serving %s failed: %s", mountpoint, strerror(-r));
+		return VO_EXIT_MOUNT;
+	}
+	return VO_EXIT_OK;
+}
