@@ -168,3 +168,55 @@ def test_mount_t_fuse_type_through_mount_fuse3(rtmp):
         assert (mnt / "data").read_bytes()[:12] == b"via mount(8)"
     finally:
         run(["umount", mnt])
+
+
+def test_debug_flag_stays_in_foreground_and_traces_requests(rtmp):
+    img, mnt = rtmp / "img", rtmp / "mnt"
+    img.write_bytes(b"\0" * 4096)
+    mnt.mkdir()
+    log = open(rtmp / "log", "w")
+    p = subprocess.Popen([viewos_bin(TESTFS), "-d", img, mnt], stderr=log)
+    try:
+        for _ in range(500):
+            if mounted_at(mnt):
+                break
+            time.sleep(0.01)
+        assert mounted_at(mnt), "-d did not mount"
+        assert p.poll() is None, "-d must keep the daemon in the foreground"
+        os.stat(mnt / "data")
+    finally:
+        run(["fusermount3", "-u", mnt], check=False)
+        status = p.wait(10)
+    assert status == 0
+    text = (rtmp / "log").read_text()
+    assert "vo-testfs: unique:" in text and "LOOKUP" in text  # libfuse's trace, our prefix
+
+
+@pytest.fixture
+def syslog_socket(rtmp):
+    """A datagram socket at /dev/log standing in for the syslog daemon (none runs in CI).
+    Only when nothing owns /dev/log already; we never take over a real logger."""
+    import socket
+    if os.path.exists("/dev/log"):
+        pytest.skip("/dev/log belongs to a running syslog daemon; not replacing it")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.bind("/dev/log")
+    s.settimeout(10)
+    try:
+        yield s
+    finally:
+        s.close()
+        os.unlink("/dev/log")
+
+
+def test_detached_daemon_logs_to_syslog(rtmp, syslog_socket):
+    img, mnt = rtmp / "img", rtmp / "mnt"
+    img.write_bytes(b"\0" * 4096)
+    mnt.mkdir()
+    r = run([viewos_bin(TESTFS), img, mnt])
+    assert r.stderr == ""
+    os.stat(mnt / "data")  # the kernel's INIT reaches the daemon
+    run(["fusermount3", "-u", mnt])
+    msg = syslog_socket.recv(4096).decode()
+    # <30> = daemon facility (3) * 8 + info (6); the pid is in brackets
+    assert msg.startswith("<30>") and "vo-testfs[" in msg and f"flushed {img}: ok" in msg
