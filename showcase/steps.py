@@ -1,31 +1,133 @@
 """The showcase's steps, in order: (number, title, function(show)). Each function narrates its
 commands through show.sh()/show.mount() and checks its results with show.expect(); it raises
-StepFailed on a wrong result. Steps are added as the layers land (see issue 9)."""
+StepFailed on a wrong result. Files a later step needs (the disk image of step 2, the layer of
+step 5) stay in the work directory; mounts are undone at the end of every step."""
+from textwrap import dedent
+
+# A small tree with what FAT, ext2 and ISO must all get right: long names, UTF-8, nesting,
+# case differences, empty files.
+MAKE_TREE = dedent("""\
+    mkdir -p 'tree/A directory with a long name/Ünïcödé — 日本語' tree/docs tree/empty
+    printf 'first line\\n' > 'tree/A file with a name far longer than eight-dot-three.txt'
+    printf 'grüße\\n' > 'tree/A directory with a long name/Ünïcödé — 日本語/naïve café.txt'
+    printf 'Upper\\n' > tree/README.TXT
+    : > tree/empty-file
+    head -c 300000 /dev/urandom > tree/random.bin
+    cp /usr/share/common-licenses/GPL-2 /usr/share/common-licenses/Apache-2.0 tree/docs/
+""")
 
 
-def block_sources(show):
-    """The common block layer, through the foundation's test daemon: a sparse RAM disk and an
-    NBD export served by nbdkit, each seen as a file on a FUSE mount."""
-    show.sh("mkdir -p ram nbd")
-    show.mount("vo-testfs mem:1G ram", show.work / "ram")
-    show.sh("ls -l ram")
-    show.sh("echo 'hello from a RAM disk' | dd of=ram/data conv=notrunc status=none")
-    _, out = show.sh("head -c 21 ram/data; echo")
-    show.expect(out.strip() == "hello from a RAM disk", "the RAM disk keeps what was written")
-    show.unmount(show.work / "ram")
+def ramdisk_fat(show):
+    show.sh(MAKE_TREE.replace("\n", " && ").rstrip(" &"), show=False)
+    show.mount("umdev-ramdisk -o size=100M ramdisk", show.work / "ramdisk")
+    show.sh("ls -l ramdisk")
+    show.sh("mkfs.vfat -n VIEWOS ramdisk")
+    show.sh("mkdir fat")
+    show.mount("umfuse-fat ramdisk fat", show.work / "fat")
+    show.sh("cp -r tree fat/ && ls fat/tree")
+    show.unmount(show.work / "fat")
+    status, out = show.sh("fsck.fat -n ramdisk", check=False)
+    show.expect(status == 0 and "dirty" not in out.lower(), "fsck.fat finds the FAT clean")
+    show.mount("umfuse-fat ramdisk fat", show.work / "fat")
+    status, out = show.sh("diff -r tree fat/tree && echo identical", check=False)
+    show.expect(status == 0 and out.strip().endswith("identical"),
+                "after a remount the FAT holds exactly the tree (long and UTF-8 names too)")
 
-    show.sh("nbdkit -U nbd.sock -P nbd.pid memory size=64M >/dev/null 2>&1")
-    try:
-        show.mount("vo-testfs 'nbd+unix:///?socket=nbd.sock' nbd", show.work / "nbd")
-        show.sh("echo 'written over FUSE' | dd of=nbd/data conv=notrunc status=none")
-        show.unmount(show.work / "nbd")
-        _, out = show.sh("nbdcopy 'nbd+unix:///?socket=nbd.sock' - | head -c 16; echo")
-        show.expect(out.strip() == "written over FUSE"[:16],
-                    "nbdcopy reads from the NBD server what was written through FUSE")
-    finally:
-        show.sh("kill $(cat nbd.pid)", check=False, show=False)
+
+def disk_partitions_ext2(show):
+    show.sh("truncate -s 1G disk.img")
+    show.mount("umdev-mbr disk.img hda", show.work / "hda")
+    show.sh("printf 'size=600MiB, type=83\\n type=83\\n' | sfdisk --quiet hda")
+    show.sh("sfdisk --list hda | tail -n 3")
+    _, out = show.sh("ls hda*")
+    show.expect(set(out.split()) >= {"hda", "hda1", "hda2"},
+                "the new partitions appear as hda1 and hda2 at once")
+    show.sh("mkfs.ext2 -q -L viewos hda1")
+    show.sh("mkdir -p mnt")
+    show.mount("umfuse-ext2 hda1 mnt", show.work / "mnt")
+    show.sh("cp -a tree/. mnt/ && echo 'nested hello' > mnt/hello && df -h mnt | tail -n 1")
+    show.unmount(show.work / "mnt")
+    status, out = show.sh("e2fsck -fn hda1", check=False)
+    show.expect(status == 0, "e2fsck -fn finds the ext2 file system on hda1 clean")
+
+
+def iso(show):
+    show.sh("xorriso -as mkisofs -quiet -R -J -V VIEWOS -o cd.iso tree")
+    show.sh("mkdir -p cdrom")
+    show.mount("umfuse-iso9660 cd.iso cdrom", show.work / "cdrom")
+    show.sh("ls -l cdrom")
+    status, out = show.sh("diff -r tree cdrom && echo identical", check=False)
+    show.expect(status == 0 and out.strip().endswith("identical"),
+                "the ISO shows exactly the tree it was made from")
+
+
+def busybox_cage(show):
+    show.sh("mkdir -p cage/bin cage/etc && cp /bin/busybox cage/bin/ && "
+            "echo 'caged' > cage/etc/motd")
+    status, out = show.sh("viewfs -o move cage / -- /bin/busybox sh -c 'ls -lR /; cat /etc/motd'",
+                          check=False)
+    show.expect(status == 0, "the command ran with the cage as its root")
+    show.expect("busybox" in out and "caged" in out and "/usr" not in out and "home" not in out,
+                "ls -lR / shows only the cage")
+
+
+def virtual_install(show):
+    # A package with files under /usr, a setuid-root binary and a postinst that uses chown.
+    show.sh(dedent("""\
+        mkdir -p pkg/DEBIAN pkg/usr/bin pkg/usr/share/doc/viewos-hello && \
+        printf '#!/bin/sh\\necho hello from a virtually installed package\\n' > pkg/usr/bin/viewos-hello && \
+        cp /bin/true pkg/usr/bin/viewos-suid && chmod 4755 pkg/usr/bin/viewos-suid && \
+        chmod 755 pkg/usr/bin/viewos-hello && echo doc > pkg/usr/share/doc/viewos-hello/README && \
+        printf 'Package: viewos-hello\\nVersion: 1.0\\nArchitecture: all\\nMaintainer: demo <demo@localhost>\\nDescription: showcase package\\n' > pkg/DEBIAN/control && \
+        printf '#!/bin/sh\\nchown root:root /usr/bin/viewos-suid && chmod 4755 /usr/bin/viewos-suid\\n' > pkg/DEBIAN/postinst && \
+        chmod 755 pkg/DEBIAN/postinst && dpkg-deb --root-owner-group -b pkg hello.deb >/dev/null"""),
+        show=False)
+    show.sh("mkdir -p layer")
+    view = "viewfs -o mincow,except=/tmp,vstat layer / --"
+    show.sh(f"{view} dpkg -i {show.work}/hello.deb")
+    _, out = show.sh(f"{view} sh -c 'dpkg -s viewos-hello | head -n 2; "
+                     "ls -l /usr/bin/viewos-suid; viewos-hello'")
+    show.expect("Status: install ok installed" in out, "in the view dpkg says it is installed")
+    show.expect("-rwsr-xr-x 1 root root" in out, "in the view the setuid binary is root's")
+    show.expect("hello from a virtually installed package" in out, "the program runs")
+    status, _ = show.sh("dpkg -s viewos-hello >/dev/null 2>&1", check=False, show=False)
+    show.sh("ls /usr/bin/viewos-hello", check=False)
+    import os
+    show.expect(status != 0 and not os.path.exists("/usr/bin/viewos-hello"),
+                "on the real system nothing is installed")
+    _, out = show.sh("find layer/usr -type f | sort")
+    show.expect("layer/usr/bin/viewos-hello" in out, "the layer holds the new files")
+
+
+def nested(show):
+    view = "viewfs -o mincow,except=/tmp,vstat layer / --"
+    inner = (f"umdev-mbr {show.work}/disk.img {show.work}/hdb && mkdir -p {show.work}/nested && "
+             f"umfuse-ext2 {show.work}/hdb1 {show.work}/nested && cat {show.work}/nested/hello && "
+             f"viewos-hello && fusermount3 -u {show.work}/nested && fusermount3 -u {show.work}/hdb")
+    _, out = show.sh(f"{view} sh -c '{inner}'")
+    show.expect("nested hello" in out and "virtually installed" in out,
+                "inside the view: the partition of step 2 mounted with umfuse-ext2, beside the "
+                "virtually installed package")
+    _, out = show.sh("ls nested | wc -l; grep -c viewos-showcase /proc/mounts || true")
+    show.expect(out.split()[0] == "0", "the host never saw that mount")
+
+
+def nbd(show):
+    show.mount("umdev-mbr -o nbd=unix:nbd.sock disk.img hda", show.work / "hda")
+    show.sh("nbdinfo --list 'nbd+unix:///?socket=nbd.sock' | grep -E 'export=|export-size'")
+    show.sh("nbdcopy 'nbd+unix:///1?socket=nbd.sock' part1.raw")
+    status, _ = show.sh("cmp part1.raw hda1 && echo identical")
+    show.expect(status == 0, "partition 1 read over NBD equals the partition file")
+    show.sh("e2fsck -fn part1.raw >/dev/null && echo 'part1.raw: clean ext2'")
 
 
 STEPS = [
-    (0, "block sources: RAM disk and NBD seen through FUSE", block_sources),
+    (1, "RAM disk -> FAT: umdev-ramdisk, mkfs.vfat, umfuse-fat", ramdisk_fat),
+    (2, "disk image -> partitions -> ext2: umdev-mbr, sfdisk, mkfs.ext2, umfuse-ext2",
+     disk_partitions_ext2),
+    (3, "ISO: xorriso, umfuse-iso9660", iso),
+    (4, "user-mode chroot: a busybox cage as /", busybox_cage),
+    (5, "virtual installation of software: dpkg -i in a view", virtual_install),
+    (6, "nested: step 2's ext2 mounted inside step 5's view", nested),
+    (7, "NBD: the disk of step 2 exported, partition 1 read by nbdcopy", nbd),
 ]
