@@ -1,0 +1,670 @@
+/* See fat_volume.h: opening and closing a volume, committing changes, nodes and their inode
+ * numbers, attributes. */
+#define _GNU_SOURCE
+#include "fat_volume.h"
+
+#include "fat_endian.h"
+#include "fat_time.h"
+#include "log.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* Inode numbers. The root is 1. A directory is numbered by its first cluster, which never
+ * changes while it exists, so renames keep its number for free. A file is numbered by where its
+ * short entry lies on the volume (what Linux vfat calls i_pos): the same number after every
+ * remount, and for as long as the file exists here even when the kernel forgets it. A renamed
+ * file keeps its number: the maps ino_by_loc / loc_by_ino remember it at its new place, and a
+ * new file at the old place then gets a number from the counter, never a taken one. */
+#define INO_DIR_BASE 16ull
+#define INO_FILE_BASE (1ull << 32)
+#define INO_FRESH_BASE (1ull << 60)
+
+static int dev_read(struct fat_volume *vol, void *buf, size_t len, uint64_t off)
+{
+	ssize_t r = vo_block_pread(vol->dev, buf, len, off);
+	if (r < 0)
+		return (int)r;
+	return (size_t)r == len ? 0 : -EIO;
+}
+
+static int dev_write(struct fat_volume *vol, const void *buf, size_t len, uint64_t off)
+{
+	ssize_t r = vo_block_pwrite(vol->dev, buf, len, off);
+	if (r < 0)
+		return (int)r;
+	return (size_t)r == len ? 0 : -EIO;
+}
+
+uint32_t vol_first_cluster(const struct fat_volume *vol, const uint8_t *de)
+{
+	return fat_de_first_cluster(de, vol->g.type == FAT32);
+}
+
+void vol_set_first_cluster(const struct fat_volume *vol, uint8_t *de, uint32_t c)
+{
+	fat_de_set_first_cluster(de, c, vol->g.type == FAT32);
+}
+
+void vol_touch(const struct fat_volume *vol, uint8_t *de, unsigned mask, const struct timespec *now)
+{
+	uint16_t date, time;
+	uint8_t cs;
+	fat_time_encode(now, vol->opt.utc, &date, &time, &cs);
+	if (mask & FAT_TIME_M) {
+		put_le16(de + DE_MTIME, time);
+		put_le16(de + DE_MDATE, date);
+	}
+	if (mask & FAT_TIME_A)
+		put_le16(de + DE_ADATE, date);
+	if (mask & FAT_TIME_C) {
+		de[DE_CTIME_CS] = cs;
+		put_le16(de + DE_CTIME, time);
+		put_le16(de + DE_CDATE, date);
+	}
+}
+
+/* ------------------------------------------------------------------ inode numbers */
+
+uint64_t vol_slot_location(const struct fat_volume *vol, const struct fat_node *dir,
+			   uint32_t slot)
+{
+	uint64_t byte = (uint64_t)slot * FAT_ENTRY_SIZE;
+	if (!dir->parent && vol->g.type != FAT32)
+		return vol->g.root_offset + byte;
+	uint32_t c = fat_extents_cluster(&dir->ext, (uint32_t)(byte / vol->g.cluster_size));
+	return fat_cluster_offset(&vol->g, c) + byte % vol->g.cluster_size;
+}
+
+uint64_t vol_ino_for(struct fat_volume *vol, struct fat_node *dir, uint32_t slot,
+		     const uint8_t *de)
+{
+	uint32_t first = vol_first_cluster(vol, de);
+	if ((de[DE_ATTR] & FAT_ATTR_DIR) && fat_valid_cluster(&vol->fat, first))
+		return INO_DIR_BASE + first;
+	uint64_t loc = vol_slot_location(vol, dir, slot), ino;
+	if (fat_u64map_get(&vol->ino_by_loc, loc, &ino))
+		return ino;
+	ino = INO_FILE_BASE + loc / FAT_ENTRY_SIZE;
+	if (!fat_u64map_get(&vol->loc_by_ino, ino, NULL))
+		return ino;
+	/* a renamed file carries this number: take a fresh one and remember it here */
+	ino = vol->next_ino++;
+	if (fat_u64map_put(&vol->ino_by_loc, loc, ino) < 0 ||
+	    fat_u64map_put(&vol->loc_by_ino, ino, loc) < 0)
+		vo_warn("out of memory: inode numbers may change after a remount");
+	return ino;
+}
+
+void vol_ino_dropped(struct fat_volume *vol, uint64_t loc)
+{
+	uint64_t ino;
+	if (fat_u64map_get(&vol->ino_by_loc, loc, &ino)) {
+		fat_u64map_del(&vol->ino_by_loc, loc);
+		fat_u64map_del(&vol->loc_by_ino, ino);
+	}
+}
+
+void vol_ino_moved(struct fat_volume *vol, uint64_t ino, uint64_t from, uint64_t to)
+{
+	vol_ino_dropped(vol, from);
+	vol_ino_set(vol, ino, to);
+}
+
+void vol_ino_set(struct fat_volume *vol, uint64_t ino, uint64_t to)
+{
+	vol_ino_dropped(vol, to);
+	if (ino == INO_FILE_BASE + to / FAT_ENTRY_SIZE)
+		return;
+	if (fat_u64map_put(&vol->ino_by_loc, to, ino) < 0 ||
+	    fat_u64map_put(&vol->loc_by_ino, ino, to) < 0)
+		vo_warn("out of memory: inode numbers may change after a remount");
+}
+
+/* ------------------------------------------------------------------ nodes */
+
+static struct fat_node *node_new(struct fat_volume *vol)
+{
+	struct fat_node *n = calloc(1, sizeof *n);
+	if (!n)
+		return NULL;
+	pthread_rwlock_init(&n->io, NULL);
+	n->next = vol->nodes;
+	if (vol->nodes)
+		vol->nodes->prev = n;
+	vol->nodes = n;
+	vol->nnodes++;
+	return n;
+}
+
+static void node_destroy(struct fat_volume *vol, struct fat_node *n)
+{
+	if (n->prev)
+		n->prev->next = n->next;
+	else
+		vol->nodes = n->next;
+	if (n->next)
+		n->next->prev = n->prev;
+	vol->nnodes--;
+	if (n->dir) {
+		fat_dir_free(n->dir);
+		free(n->dir);
+	}
+	fat_extents_free(&n->ext);
+	pthread_rwlock_destroy(&n->io);
+	free(n);
+}
+
+void vol_node_get(struct fat_node *n)
+{
+	n->refs++;
+}
+
+void vol_node_lookup_ref(struct fat_node *n)
+{
+	n->nlookup++;
+}
+
+/* Free nodes nobody refers to any more, walking up through parents. */
+static void node_maybe_free(struct fat_volume *vol, struct fat_node *n)
+{
+	while (n && n != vol->root && n->refs == 0 && n->nlookup == 0) {
+		struct fat_node *parent = n->parent;
+		if (n->deleted)
+			vol_release_deleted(vol, n);
+		else if (parent && parent->dir && parent->dir->names[n->slot] &&
+			 parent->dir->names[n->slot]->node == n)
+			parent->dir->names[n->slot]->node = NULL;
+		if (n->dirty_listed) {
+			/* write what it still owes before it goes */
+			size_t lo, hi;
+			if (n->dir && !n->deleted && fat_dir_take_dirty(n->dir, &lo, &hi))
+				vol_write_dir_range(vol, n, lo, hi);
+			for (size_t i = 0; i < vol->ndirty; i++)
+				if (vol->dirty_dirs[i] == n)
+					vol->dirty_dirs[i] = vol->dirty_dirs[--vol->ndirty];
+		}
+		node_destroy(vol, n);
+		if (!parent)
+			break;
+		parent->refs--;
+		n = parent;
+	}
+}
+
+void vol_node_put(struct fat_volume *vol, struct fat_node *n)
+{
+	if (!n)
+		return;
+	n->refs--;
+	node_maybe_free(vol, n);
+}
+
+void vol_node_forget(struct fat_volume *vol, struct fat_node *n, uint64_t count)
+{
+	n->nlookup = count > n->nlookup ? 0 : n->nlookup - count;
+	node_maybe_free(vol, n);
+}
+
+struct fat_node *vol_child(struct fat_volume *vol, struct fat_node *dir, uint32_t slot, int *err)
+{
+	struct fat_dir_name *nm = dir->dir->names[slot];
+	if (nm->node) {
+		struct fat_node *n = nm->node;
+		n->refs++;
+		return n;
+	}
+	struct fat_node *n = node_new(vol);
+	if (!n) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	n->parent = dir;
+	dir->refs++;
+	n->slot = slot;
+	memcpy(n->de, fat_dir_slot(dir->dir, slot), FAT_ENTRY_SIZE);
+	n->is_dir = (n->de[DE_ATTR] & FAT_ATTR_DIR) != 0;
+	uint32_t first = vol_first_cluster(vol, n->de);
+	if (fat_chain_extents(&vol->fat, first, &n->ext) < 0 || (n->is_dir && first == 0)) {
+		n->chain_bad = true;
+		fat_extents_reset(&n->ext);
+		vo_warn("%s: the cluster chain of '%s' is broken (starts at %u): reading it gives "
+			"an I/O error; run fsck.fat", vo_block_name(vol->dev), nm->name, first);
+	}
+	n->ino = vol_ino_for(vol, dir, slot, n->de);
+	n->refs = 1;
+	nm->node = n;
+	return n;
+}
+
+int vol_load_dir(struct fat_volume *vol, struct fat_node *d)
+{
+	if (d->dir)
+		return 0;
+	if (d->chain_bad || d->deleted)
+		return -EIO;
+	size_t bytes;
+	bool fixed_root = !d->parent && vol->g.type != FAT32;
+	if (fixed_root)
+		bytes = (size_t)vol->g.root_entries * FAT_ENTRY_SIZE;
+	else
+		bytes = (size_t)d->ext.total * vol->g.cluster_size;
+	/* 65536 entries at most; a chain far longer is damage, not a directory */
+	if (bytes > (size_t)FAT_DIR_MAX_SLOTS * FAT_ENTRY_SIZE + vol->g.cluster_size)
+		return -EIO;
+	uint8_t *raw = malloc(bytes ? bytes : 1);
+	struct fat_dir *dir = calloc(1, sizeof *dir);
+	if (!raw || !dir) {
+		free(raw);
+		free(dir);
+		return -ENOMEM;
+	}
+	int r = 0;
+	if (fixed_root) {
+		r = dev_read(vol, raw, bytes, vol->g.root_offset);
+	} else {
+		size_t at = 0;
+		for (size_t i = 0; i < d->ext.n && r == 0; i++) {
+			size_t len = (size_t)d->ext.v[i].count * vol->g.cluster_size;
+			r = dev_read(vol, raw + at, len, fat_cluster_offset(&vol->g, d->ext.v[i].start));
+			at += len;
+		}
+	}
+	if (r == 0)
+		r = fat_dir_init(dir, raw, (uint32_t)(bytes / FAT_ENTRY_SIZE), &vol->cp,
+				 vol->opt.shortname);
+	else
+		free(raw);
+	if (r < 0) {
+		if (dir->raw)
+			fat_dir_free(dir);
+		free(dir);
+		return r == -ENOMEM ? r : -EIO;
+	}
+	d->dir = dir;
+	return 0;
+}
+
+/* ------------------------------------------------------------------ writing back */
+
+int vol_write_dir_range(struct fat_volume *vol, struct fat_node *d, size_t lo, size_t hi)
+{
+	if (!d->parent && vol->g.type != FAT32)
+		return dev_write(vol, d->dir->raw + lo, hi - lo, vol->g.root_offset + lo);
+	uint32_t cs = vol->g.cluster_size;
+	while (lo < hi) {
+		uint32_t index = (uint32_t)(lo / cs);
+		size_t within = lo % cs, len = cs - within;
+		if (len > hi - lo)
+			len = hi - lo;
+		if (index >= d->ext.total)
+			return -EIO;
+		uint32_t c = fat_extents_cluster(&d->ext, index);
+		int r = dev_write(vol, d->dir->raw + lo, len, fat_cluster_offset(&vol->g, c) + within);
+		if (r < 0)
+			return r;
+		lo += len;
+	}
+	return 0;
+}
+
+static void list_dirty(struct fat_volume *vol, struct fat_node *d)
+{
+	if (d->dirty_listed)
+		return;
+	if (vol->ndirty == vol->dirty_cap) {
+		size_t cap = vol->dirty_cap ? vol->dirty_cap * 2 : 8;
+		struct fat_node **v = realloc(vol->dirty_dirs, cap * sizeof *v);
+		if (!v) {
+			/* cannot list it: write the change at once instead */
+			size_t lo, hi;
+			if (fat_dir_take_dirty(d->dir, &lo, &hi))
+				vol_write_dir_range(vol, d, lo, hi);
+			return;
+		}
+		vol->dirty_dirs = v;
+		vol->dirty_cap = cap;
+	}
+	vol->dirty_dirs[vol->ndirty++] = d;
+	d->dirty_listed = true;
+}
+
+void vol_node_store(struct fat_volume *vol, struct fat_node *n)
+{
+	if (n->deleted || !n->parent || !n->parent->dir)
+		return;
+	memcpy(fat_dir_slot(n->parent->dir, n->slot), n->de, FAT_ENTRY_SIZE);
+	fat_dir_mark_dirty(n->parent->dir, n->slot, 1);
+	list_dirty(vol, n->parent);
+}
+
+int vol_commit(struct fat_volume *vol)
+{
+	int result = 0;
+	size_t lo, hi;
+	if (fat_table_take_dirty(&vol->fat, &lo, &hi)) {
+		for (uint32_t i = 0; i < vol->g.nfats; i++) {
+			if (!vol->g.mirrored && i != vol->g.active_fat)
+				continue;
+			int r = dev_write(vol, vol->fat.raw + lo, hi - lo,
+					  vol->g.fat_offset + i * vol->g.fat_size + lo);
+			if (r < 0 && result == 0)
+				result = r;
+		}
+	}
+	for (size_t i = 0; i < vol->ndirty; i++) {
+		struct fat_node *d = vol->dirty_dirs[i];
+		d->dirty_listed = false;
+		if (!d->dir || !fat_dir_take_dirty(d->dir, &lo, &hi) || d->deleted)
+			continue;
+		int r = vol_write_dir_range(vol, d, lo, hi);
+		if (r < 0 && result == 0)
+			result = r;
+	}
+	vol->ndirty = 0;
+	if (result < 0)
+		vo_error("%s: writing metadata failed: %s", vo_block_name(vol->dev),
+			 strerror(-result));
+	return result;
+}
+
+void vol_dir_changed(struct fat_volume *vol, struct fat_node *d)
+{
+	list_dirty(vol, d);
+}
+
+int vol_zero_clusters(struct fat_volume *vol, uint32_t first, uint32_t count)
+{
+	return vo_block_zero(vol->dev, fat_cluster_offset(&vol->g, first),
+			     (uint64_t)count * vol->g.cluster_size);
+}
+
+void vol_release_deleted(struct fat_volume *vol, struct fat_node *n)
+{
+	if (!n->deleted || n->nopen || n->ext.total == 0)
+		return;
+	if (n->chain_bad)
+		return; /* never free what a broken chain points at: it may belong to others */
+	vol_commit(vol); /* the entry goes before its clusters: a crash then loses, never shares */
+	fat_free_extents(&vol->fat, &n->ext);
+	fat_extents_reset(&n->ext);
+	vol_commit(vol);
+}
+
+/* ------------------------------------------------------------------ attributes */
+
+static bool is_executable_name(const uint8_t *de)
+{
+	return memcmp(de + 8, "EXE", 3) == 0 || memcmp(de + 8, "COM", 3) == 0 ||
+	       memcmp(de + 8, "BAT", 3) == 0;
+}
+
+void vol_stat(const struct fat_volume *vol, const struct fat_node *n, struct stat *st)
+{
+	memset(st, 0, sizeof *st);
+	const uint8_t *de = n->de;
+	st->st_ino = n->ino;
+	st->st_uid = vol->opt.uid;
+	st->st_gid = vol->opt.gid;
+	st->st_blksize = vol->g.cluster_size;
+	st->st_blocks = (blkcnt_t)((uint64_t)n->ext.total * vol->g.cluster_size / 512);
+	if (n->is_dir) {
+		st->st_mode = S_IFDIR | (0777 & ~vol->opt.dmask);
+		if (vol->opt.rodir && (de[DE_ATTR] & FAT_ATTR_RO))
+			st->st_mode &= ~0222u;
+		st->st_nlink = n->deleted ? 0 : 2 + (n->dir ? n->dir->nsubdirs : 0);
+		st->st_size = !n->parent && vol->g.type != FAT32
+				      ? (off_t)vol->g.root_entries * FAT_ENTRY_SIZE
+				      : (off_t)n->ext.total * vol->g.cluster_size;
+	} else {
+		st->st_mode = S_IFREG | (0777 & ~vol->opt.fmask);
+		if (vol->opt.showexec && !is_executable_name(de))
+			st->st_mode &= ~0111u;
+		if (de[DE_ATTR] & FAT_ATTR_RO)
+			st->st_mode &= ~0222u;
+		st->st_nlink = n->deleted ? 0 : 1;
+		st->st_size = le32(de + DE_SIZE);
+	}
+	if (!n->parent)
+		return; /* the root has no entry, hence no times (Linux vfat shows 1970 too) */
+	bool utc = vol->opt.utc;
+	fat_time_decode(le16(de + DE_MDATE), le16(de + DE_MTIME), 0, utc, &st->st_mtim);
+	fat_time_decode(le16(de + DE_ADATE), 0, 0, utc, &st->st_atim);
+	if (le16(de + DE_CDATE))
+		fat_time_decode(le16(de + DE_CDATE), le16(de + DE_CTIME), de[DE_CTIME_CS], utc,
+				&st->st_ctim);
+	else
+		st->st_ctim = st->st_mtim;
+}
+
+void vol_statfs(const struct fat_volume *vol, struct statvfs *sv)
+{
+	memset(sv, 0, sizeof *sv);
+	sv->f_bsize = sv->f_frsize = vol->g.cluster_size;
+	sv->f_blocks = vol->g.cluster_count;
+	sv->f_bfree = sv->f_bavail = vol->fat.free_count;
+	sv->f_namemax = FAT_NAME_MAX;
+}
+
+/* ------------------------------------------------------------------ open and close */
+
+/* FAT[1] bits that say "cleanly unmounted" (FAT16 and FAT32; Windows keeps them). */
+static uint32_t clean_bit(const struct fat_volume *vol)
+{
+	return vol->g.type == FAT16 ? 0x8000 : vol->g.type == FAT32 ? 0x08000000 : 0;
+}
+
+static uint32_t raw_fat1(const struct fat_volume *vol)
+{
+	return vol->g.type == FAT16 ? le16(vol->fat.raw + 2) : le32(vol->fat.raw + 4);
+}
+
+static void set_raw_fat1(struct fat_volume *vol, uint32_t v)
+{
+	if (vol->g.type == FAT16) {
+		put_le16(vol->fat.raw + 2, (uint16_t)v);
+		vol->fat.dirty_lo = 0; /* mark bytes 2..4 (merging with any other change) */
+		vol->fat.dirty_hi = vol->fat.dirty_hi > 4 ? vol->fat.dirty_hi : 4;
+	} else {
+		put_le32(vol->fat.raw + 4, v);
+		vol->fat.dirty_lo = 0;
+		vol->fat.dirty_hi = vol->fat.dirty_hi > 8 ? vol->fat.dirty_hi : 8;
+	}
+}
+
+static int write_state(struct fat_volume *vol, bool dirty)
+{
+	if (dirty)
+		vol->boot[vol->g.state_offset] |= FAT_STATE_DIRTY;
+	else
+		vol->boot[vol->g.state_offset] &= (uint8_t)~FAT_STATE_DIRTY;
+	uint32_t bit = clean_bit(vol);
+	if (bit) {
+		uint32_t v = raw_fat1(vol);
+		set_raw_fat1(vol, dirty ? v & ~bit : v | bit);
+	}
+	int r = dev_write(vol, vol->boot, vol->g.sector_size, 0);
+	int r2 = vol_commit(vol);
+	return r < 0 ? r : r2;
+}
+
+static int write_fsinfo(struct fat_volume *vol)
+{
+	if (vol->g.type != FAT32 || !vol->g.fsinfo_sector || vol->readonly)
+		return 0;
+	uint32_t ss = vol->g.sector_size;
+	uint8_t *sec = malloc(ss);
+	if (!sec)
+		return -ENOMEM;
+	uint64_t off = (uint64_t)vol->g.fsinfo_sector * ss;
+	int r = dev_read(vol, sec, ss, off);
+	struct fat_fsinfo fi;
+	if (r == 0 && fat_fsinfo_parse(sec, ss, &fi) == 0) {
+		fi.free_count = vol->fat.free_count;
+		fi.next_free = vol->fat.next_free;
+		fat_fsinfo_update(sec, &fi);
+		r = dev_write(vol, sec, ss, off);
+	}
+	free(sec);
+	return r;
+}
+
+static struct fat_volume *open_fail(struct fat_volume *vol, char *why, size_t whylen,
+				    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static struct fat_volume *open_fail(struct fat_volume *vol, char *why, size_t whylen,
+				    const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(why, whylen, fmt, ap);
+	va_end(ap);
+	if (vol->root)
+		node_destroy(vol, vol->root);
+	fat_table_free(&vol->fat);
+	free(vol->boot);
+	pthread_mutex_destroy(&vol->lock);
+	vo_block_close(vol->dev);
+	free(vol);
+	return NULL;
+}
+
+struct fat_volume *fat_volume_open(struct vo_block *dev, const struct fat_mount_options *opt,
+				   char *why, size_t whylen)
+{
+	struct fat_volume *vol = calloc(1, sizeof *vol);
+	if (!vol) {
+		snprintf(why, whylen, "out of memory");
+		vo_block_close(dev);
+		return NULL;
+	}
+	vol->dev = dev;
+	vol->opt = *opt;
+	vol->readonly = opt->readonly || vo_block_readonly(dev);
+	vol->next_ino = INO_FRESH_BASE;
+	pthread_mutex_init(&vol->lock, NULL);
+	fat_names_init();
+	char reason[256];
+	if (fat_codepage_load(&vol->cp, opt->codepage, reason, sizeof reason) < 0)
+		return open_fail(vol, why, whylen, "%s", reason);
+
+	uint8_t head[4096];
+	uint64_t size = vo_block_size(dev);
+	size_t want = size < sizeof head ? (size_t)size : sizeof head;
+	memset(head, 0, sizeof head);
+	if (want < 512)
+		return open_fail(vol, why, whylen, "not a FAT file system (only %zu bytes)", want);
+	int r = dev_read(vol, head, want, 0);
+	if (r < 0)
+		return open_fail(vol, why, whylen, "cannot read the boot sector: %s", strerror(-r));
+	if (fat_bpb_parse(head, want, size, &vol->g, reason, sizeof reason) < 0)
+		return open_fail(vol, why, whylen, "not a FAT file system (%s)", reason);
+
+	vol->boot = malloc(vol->g.sector_size);
+	size_t fat_bytes = (size_t)vol->g.fat_used;
+	uint8_t *raw = malloc(fat_bytes + 4);
+	if (!vol->boot || !raw) {
+		free(raw);
+		return open_fail(vol, why, whylen, "out of memory for a FAT of %zu bytes", fat_bytes);
+	}
+	memcpy(vol->boot, head, vol->g.sector_size);
+	memset(raw + fat_bytes, 0, 4);
+	r = dev_read(vol, raw, fat_bytes, vol->g.fat_offset + vol->g.active_fat * vol->g.fat_size);
+	if (r < 0 || fat_table_init(&vol->fat, vol->g.type, vol->g.cluster_count, raw,
+				    fat_bytes + 4) < 0) {
+		free(raw);
+		return open_fail(vol, why, whylen, "cannot read the FAT: %s",
+				 strerror(r < 0 ? -r : EINVAL));
+	}
+
+	if (vol->g.type == FAT32 && vol->g.fsinfo_sector) {
+		uint8_t *sec = malloc(vol->g.sector_size);
+		struct fat_fsinfo fi;
+		if (sec && dev_read(vol, sec, vol->g.sector_size,
+				    (uint64_t)vol->g.fsinfo_sector * vol->g.sector_size) == 0 &&
+		    fat_fsinfo_parse(sec, vol->g.sector_size, &fi) == 0) {
+			vol->fsinfo_free = fi.free_count;
+			/* the free count we trust is the one we counted; the hint is only a hint */
+			if (fat_valid_cluster(&vol->fat, fi.next_free))
+				vol->fat.next_free = fi.next_free;
+		}
+		free(sec);
+	}
+
+	struct fat_node *root = node_new(vol);
+	if (!root)
+		return open_fail(vol, why, whylen, "out of memory");
+	vol->root = root;
+	root->is_dir = true;
+	root->ino = 1;
+	root->nlookup = 1;
+	root->de[DE_ATTR] = FAT_ATTR_DIR;
+	memcpy(root->de, "           ", 11);
+	if (vol->g.type == FAT32 &&
+	    fat_chain_extents(&vol->fat, vol->g.root_cluster, &root->ext) < 0)
+		return open_fail(vol, why, whylen,
+				 "the root directory's cluster chain is broken (run fsck.fat)");
+	r = vol_load_dir(vol, root);
+	if (r < 0)
+		return open_fail(vol, why, whylen, "cannot read the root directory: %s",
+				 strerror(-r));
+
+	vol->was_dirty = vol->boot[vol->g.state_offset] & FAT_STATE_DIRTY;
+	if (vol->was_dirty)
+		vo_warn("%s was not cleanly unmounted: some data may be damaged; run fsck.fat",
+			vo_block_name(dev));
+	if (!vol->readonly && !vol->was_dirty) {
+		r = write_state(vol, true);
+		if (r < 0)
+			return open_fail(vol, why, whylen, "cannot mark the volume in use: %s",
+					 strerror(-r));
+		vol->state_set = true;
+	}
+	return vol;
+}
+
+int fat_volume_sync(struct fat_volume *vol)
+{
+	int r = vol_commit(vol);
+	int r2 = write_fsinfo(vol);
+	int r3 = vol->readonly ? 0 : vo_block_flush(vol->dev);
+	return r < 0 ? r : r2 < 0 ? r2 : r3;
+}
+
+int fat_volume_close(struct fat_volume *vol)
+{
+	int result = 0;
+	if (!vol->readonly) {
+		/* files unlinked while open, still open at the end: their clusters go now */
+		for (struct fat_node *n = vol->nodes; n; n = n->next)
+			if (n->deleted) {
+				n->nopen = 0;
+				vol_release_deleted(vol, n);
+			}
+		result = vol_commit(vol);
+		int r = write_fsinfo(vol);
+		if (r < 0 && result == 0)
+			result = r;
+		if (r == 0 && result == 0) /* the fsinfo must reach the disk before the flag goes */
+			result = vo_block_flush(vol->dev);
+		if (vol->state_set && result == 0)
+			result = write_state(vol, false);
+		r = vo_block_flush(vol->dev);
+		if (r < 0 && result == 0)
+			result = r;
+	}
+	while (vol->nodes)
+		node_destroy(vol, vol->nodes);
+	fat_table_free(&vol->fat);
+	fat_u64map_free(&vol->ino_by_loc);
+	fat_u64map_free(&vol->loc_by_ino);
+	free(vol->dirty_dirs);
+	free(vol->boot);
+	pthread_mutex_destroy(&vol->lock);
+	vo_block_close(vol->dev);
+	free(vol);
+	return result;
+}

@@ -1,0 +1,161 @@
+/* The volume: a FAT file system opened on a block source, its in-memory nodes (files and
+ * directories the kernel knows), and the operations the FUSE glue calls.
+ *
+ * Layers underneath: fat_bpb (boot sector), fat_table (the FAT in memory), fat_dir (one
+ * directory's entries and names), fat_names, fat_time. Hand-written, see umfuse-fat.c.
+ *
+ * Concurrency: one mutex (vol->lock) covers all metadata — the FAT, directories, nodes, the
+ * inode-number maps. File data moves outside it: each node has an rwlock (io) that reads take
+ * shared and writes and truncations take exclusively, always before vol->lock, never after.
+ *
+ * Durability: every operation writes what it changed in the FAT (all copies) and in directories
+ * before it returns (into the source; fsync flushes the source). The dirty flag is set while
+ * mounted read-write and cleared, with the FSInfo counters written, on a clean unmount.
+ *
+ * Names starting with vol_ expect vol->lock held; fat_vol_* and fat_file_* take it themselves. */
+#ifndef FAT_VOLUME_H
+#define FAT_VOLUME_H
+
+#include "block.h"
+#include "fat_bpb.h"
+#include "fat_dir.h"
+#include "fat_names.h"
+#include "fat_table.h"
+#include "fat_u64map.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <time.h>
+
+#define FAT_MAX_FILE_SIZE 0xFFFFFFFFull
+
+struct fat_mount_options {
+	unsigned uid, gid;       /* owner of every file */
+	unsigned fmask, dmask;   /* permission bits taken away from files / directories */
+	unsigned codepage;       /* OEM code page of short names */
+	enum fat_shortname_mode shortname;
+	bool utc;                /* timestamps in UTC instead of local time */
+	bool showexec;           /* x bits only on .EXE, .COM and .BAT files */
+	bool rodir;              /* the read-only attribute also applies to directories */
+	bool readonly;
+};
+
+struct fat_node {
+	struct fat_node *parent; /* holds a reference; NULL for the root */
+	uint32_t slot;           /* short entry in parent->dir */
+	uint64_t ino;            /* st_ino: stable for the life of the file, see fat_volume.c */
+	uint64_t nlookup;        /* references the kernel holds */
+	uint32_t refs;           /* ours: children, open handles, operations under way */
+	uint32_t nopen;          /* open handles: an unlinked file keeps its clusters until 0 */
+	bool is_dir;
+	bool deleted;            /* its entry is gone (unlinked or replaced, still open) */
+	bool chain_bad;          /* its cluster chain is broken: data access gives EIO */
+	bool dirty_listed;       /* on vol->dirty_dirs */
+	uint8_t de[FAT_ENTRY_SIZE]; /* its short entry; the copy in the parent follows it */
+	struct fat_extents ext;  /* its clusters */
+	struct fat_dir *dir;     /* a directory's entries, once read */
+	pthread_rwlock_t io;
+	struct fat_node *prev, *next; /* every node of the volume, to free them all at the end */
+};
+
+struct fat_volume {
+	struct vo_block *dev;
+	struct fat_geometry g;
+	struct fat_table fat;
+	struct fat_codepage cp;
+	struct fat_mount_options opt;
+	pthread_mutex_t lock;
+	struct fat_node *root;
+	bool readonly;
+	bool was_dirty;          /* not cleanly unmounted before: leave the flag for fsck */
+	bool state_set;          /* we set the dirty flag and owe clearing it */
+	uint8_t *boot;           /* the boot sector as read (sector_size bytes) */
+	uint32_t fsinfo_free;    /* what FSInfo said at mount (for the unit tests and debug) */
+	struct fat_u64map ino_by_loc, loc_by_ino; /* renamed files keep their inode number */
+	uint64_t next_ino;       /* for numbers the location cannot give */
+	struct fat_node **dirty_dirs;
+	size_t ndirty, dirty_cap;
+	struct fat_node *nodes;  /* list of every node (the root first) */
+	uint64_t nnodes;
+};
+
+/* Open the file system on dev (taken over; closed by fat_volume_close). Checks the boot sector,
+ * reads the FAT, sets the dirty flag when read-write. On failure returns NULL with a reason in
+ * why ("not a FAT file system (bytes per sector is 1000)"). */
+struct fat_volume *fat_volume_open(struct vo_block *dev, const struct fat_mount_options *opt,
+				   char *why, size_t whylen);
+/* Free the clusters of unlinked files still open, write FSInfo, clear the dirty flag (unless it
+ * was set before we mounted), flush the source, free everything. Returns 0 or -errno of the
+ * first write that failed. */
+int fat_volume_close(struct fat_volume *vol);
+/* Flush everything to stable storage (fsync, fsyncdir, and statfs-free durability points). */
+int fat_volume_sync(struct fat_volume *vol);
+
+/* --- nodes (vol->lock held) --- */
+void vol_node_get(struct fat_node *n);
+void vol_node_put(struct fat_volume *vol, struct fat_node *n);
+/* The kernel took count references / gave them back (forget). */
+void vol_node_lookup_ref(struct fat_node *n);
+void vol_node_forget(struct fat_volume *vol, struct fat_node *n, uint64_t count);
+/* The node for the entry at slot of directory node dir (created if needed); returns it with
+ * a reference taken (refs), or NULL with *err (-ENOMEM). */
+struct fat_node *vol_child(struct fat_volume *vol, struct fat_node *dir, uint32_t slot, int *err);
+/* Read a directory's entries if not done yet. 0, -EIO, -ENOMEM. */
+int vol_load_dir(struct fat_volume *vol, struct fat_node *dir);
+/* Attributes as the kernel sees them. */
+void vol_stat(const struct fat_volume *vol, const struct fat_node *n, struct stat *st);
+void vol_statfs(const struct fat_volume *vol, struct statvfs *sv);
+/* Write what the operation changed (FAT copies, directory entries). 0 or -EIO. */
+int vol_commit(struct fat_volume *vol);
+/* A directory's entries changed (fat_dir_* calls): put it on the commit list. */
+void vol_dir_changed(struct fat_volume *vol, struct fat_node *dir);
+/* Copy n->de into its parent's directory and mark it for the commit. */
+void vol_node_store(struct fat_volume *vol, struct fat_node *n);
+/* Stamp times on a short entry: mask of FAT_TIME_* with the current time. */
+#define FAT_TIME_M 1 /* modification */
+#define FAT_TIME_A 2 /* access (date only) */
+#define FAT_TIME_C 4 /* change time, kept in the creation-time field as Linux vfat does */
+void vol_touch(const struct fat_volume *vol, uint8_t *de, unsigned mask, const struct timespec *now);
+uint32_t vol_first_cluster(const struct fat_volume *vol, const uint8_t *de);
+void vol_set_first_cluster(const struct fat_volume *vol, uint8_t *de, uint32_t c);
+/* Free a deleted node's clusters once nothing has it open. */
+void vol_release_deleted(struct fat_volume *vol, struct fat_node *n);
+/* Zero count clusters on the source (new directory clusters). */
+int vol_zero_clusters(struct fat_volume *vol, uint32_t first, uint32_t count);
+/* Write bytes [lo, hi) of a directory's raw entries to its clusters. */
+int vol_write_dir_range(struct fat_volume *vol, struct fat_node *dir, size_t lo, size_t hi);
+/* The inode number for the entry at slot of dir (a new or an existing entry). */
+uint64_t vol_ino_for(struct fat_volume *vol, struct fat_node *dir, uint32_t slot,
+		     const uint8_t *de);
+/* Byte offset of a directory slot on the source (its "location"). */
+uint64_t vol_slot_location(const struct fat_volume *vol, const struct fat_node *dir,
+			   uint32_t slot);
+/* A file moved from one location to another keeps its inode number. */
+void vol_ino_moved(struct fat_volume *vol, uint64_t ino, uint64_t from, uint64_t to);
+/* An entry is gone: forget the inode number kept for its location. */
+void vol_ino_dropped(struct fat_volume *vol, uint64_t loc);
+/* The file numbered ino now lives at loc (after a rename or an exchange). */
+void vol_ino_set(struct fat_volume *vol, uint64_t ino, uint64_t loc);
+
+/* --- the namespace (fat_namespace.c); each takes vol->lock --- */
+/* Look name up in dir: the child with a kernel reference taken. */
+int fat_vol_lookup(struct fat_volume *vol, struct fat_node *dir, const char *name,
+		   struct fat_node **out, bool *exact);
+int fat_vol_create(struct fat_volume *vol, struct fat_node *dir, const char *name, bool is_dir,
+		   struct fat_node **out);
+int fat_vol_unlink(struct fat_volume *vol, struct fat_node *dir, const char *name);
+int fat_vol_rmdir(struct fat_volume *vol, struct fat_node *dir, const char *name);
+int fat_vol_rename(struct fat_volume *vol, struct fat_node *dir, const char *name,
+		   struct fat_node *newdir, const char *newname, unsigned flags);
+
+/* --- file data (fat_file.c); each takes n->io then vol->lock --- */
+ssize_t fat_file_read(struct fat_volume *vol, struct fat_node *n, char *buf, size_t size,
+		      uint64_t off);
+ssize_t fat_file_write(struct fat_volume *vol, struct fat_node *n, const char *buf, size_t size,
+		       uint64_t off);
+int fat_file_truncate(struct fat_volume *vol, struct fat_node *n, uint64_t size);
+
+#endif
