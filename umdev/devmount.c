@@ -1,0 +1,226 @@
+/* See devmount.h.
+ *
+ * Ending a session cleanly takes some care because libfuse's loops block in places only a
+ * signal interrupts: the multi-threaded loop's own thread waits on a semaphore (its workers
+ * read /dev/fuse with every signal blocked and are cancelled by the loop on exit), the
+ * single-threaded loop reads /dev/fuse itself. So devmount_stop() marks the session exited and
+ * sends SIGUSR1 to the serving thread until it returns; the handler does nothing, its only
+ * job is to make the wait return EINTR.
+ *
+ * A detached (removed) partition is unmounted lazily: processes that still have it open keep
+ * talking to our session, which answers EIO, and when the last of them closes the kernel ends
+ * the connection and the loop returns by itself. */
+#define _GNU_SOURCE
+#include "devmount.h"
+
+#include "daemon.h"
+#include "log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+static void wake_handler(int sig)
+{
+	(void)sig; /* interrupting the wait is all we want */
+}
+
+void devmount_init_signals(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = wake_handler;
+	sigemptyset(&sa.sa_mask);
+	sa.sa_flags = 0; /* no SA_RESTART: the wait must return */
+	sigaction(SIGUSR1, &sa, NULL);
+}
+
+int devmount_check_path(const char *path, char *err, size_t errlen)
+{
+	char *copy = strdup(path);
+	if (!copy) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	const char *dir = dirname(copy);
+	struct stat st, dst;
+	int r = -1;
+	if (stat(dir, &dst) < 0) {
+		snprintf(err, errlen, "cannot mount on %s: %s", path, strerror(errno));
+	} else if (stat(path, &st) == 0) {
+		if (!S_ISREG(st.st_mode))
+			snprintf(err, errlen, "cannot mount on %s: not a regular file (a device file "
+				 "is a regular file)", path);
+		else if (st.st_dev != dst.st_dev)
+			snprintf(err, errlen, "cannot mount on %s: it is already a mount point",
+				 path);
+		else
+			r = 0;
+	} else if (errno != ENOENT) {
+		snprintf(err, errlen, "cannot mount on %s: %s", path, strerror(errno));
+	} else if (access(dir, W_OK | X_OK) < 0) {
+		snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
+	} else {
+		r = 0;
+	}
+	free(copy);
+	return r;
+}
+
+static void *serve(void *arg)
+{
+	struct devmount *m = arg;
+	sigset_t wake;
+	sigemptyset(&wake);
+	sigaddset(&wake, SIGUSR1);
+	pthread_sigmask(SIG_UNBLOCK, &wake, NULL);
+	if (m->cl->single_thread) {
+		fuse_session_loop(m->se);
+	} else {
+		struct fuse_loop_config *lc = fuse_loop_cfg_create();
+		fuse_loop_cfg_set_clone_fd(lc, 1);
+		if (m->cl->max_threads)
+			fuse_loop_cfg_set_max_threads(lc, m->cl->max_threads);
+		fuse_session_loop_mt(m->se, lc);
+		fuse_loop_cfg_destroy(lc);
+	}
+	__atomic_store_n(&m->loop_done, true, __ATOMIC_RELEASE);
+	if (m->is_disk) /* the daemon ends with its disk: tell the main thread */
+		kill(getpid(), SIGUSR2);
+	return NULL;
+}
+
+struct devmount *devmount_start(const struct vo_cmdline *cl, const char *path,
+				const char *fsname, struct devfile *df, bool is_disk,
+				const char *extra_opts, char *err, size_t errlen)
+{
+	if (devmount_check_path(path, err, errlen) < 0) {
+		devfile_free(df);
+		return NULL;
+	}
+	struct devmount *m = calloc(1, sizeof *m);
+	if (!m || !(m->path = strdup(path))) {
+		snprintf(err, errlen, "out of memory");
+		free(m);
+		devfile_free(df);
+		return NULL;
+	}
+	m->df = df;
+	m->cl = cl;
+	m->is_disk = is_disk;
+	int fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+	if (fd >= 0) {
+		m->created = true;
+		close(fd);
+	} else if (errno != EEXIST) {
+		snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
+		goto fail;
+	}
+	m->se = vo_mount((struct vo_cmdline *)cl, fsname, path, &devfile_ops, df, extra_opts);
+	if (!m->se) {
+		snprintf(err, errlen, "cannot mount %s", path);
+		goto fail;
+	}
+	int r = pthread_create(&m->thread, NULL, serve, m);
+	if (r != 0) {
+		snprintf(err, errlen, "cannot start a thread for %s: %s", path, strerror(r));
+		fuse_session_unmount(m->se);
+		fuse_session_destroy(m->se);
+		goto fail;
+	}
+	return m;
+fail:
+	if (m->created)
+		unlink(path);
+	devfile_free(df);
+	free(m->path);
+	free(m);
+	return NULL;
+}
+
+/* Lazy unmount: as root (or in our own mount namespace) umount2 does it; an ordinary user
+ * needs fusermount3. */
+static void unmount_lazily(const char *path)
+{
+	if (umount2(path, MNT_DETACH) == 0 || errno != EPERM)
+		return;
+	char *argv[] = { "fusermount3", "-u", "-q", "-z", "--", (char *)path, NULL };
+	posix_spawnattr_t attr;
+	posix_spawnattr_init(&attr);
+	sigset_t none;
+	sigemptyset(&none);
+	posix_spawnattr_setsigmask(&attr, &none);
+	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+	pid_t pid;
+	int r = posix_spawnp(&pid, "fusermount3", NULL, &attr, argv, environ);
+	posix_spawnattr_destroy(&attr);
+	if (r != 0) {
+		vo_warn("cannot run fusermount3 to unmount %s: %s", path, strerror(r));
+		return;
+	}
+	int status;
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		vo_warn("fusermount3 could not unmount %s", path);
+}
+
+void devmount_detach(struct devmount *m)
+{
+	if (m->detached)
+		return;
+	m->detached = true;
+	unmount_lazily(m->path);
+	if (m->created && unlink(m->path) < 0)
+		vo_warn("cannot remove %s: %s", m->path, strerror(errno));
+	m->created = false;
+}
+
+bool devmount_finished(const struct devmount *m)
+{
+	return __atomic_load_n(&m->loop_done, __ATOMIC_ACQUIRE);
+}
+
+void devmount_stop(struct devmount *m)
+{
+	if (!m)
+		return;
+	if (!devmount_finished(m)) {
+		fuse_session_exit(m->se);
+		for (;;) {
+			pthread_kill(m->thread, SIGUSR1);
+			struct timespec until;
+			clock_gettime(CLOCK_REALTIME, &until);
+			until.tv_nsec += 20 * 1000 * 1000;
+			if (until.tv_nsec >= 1000000000L) {
+				until.tv_sec++;
+				until.tv_nsec -= 1000000000L;
+			}
+			if (pthread_timedjoin_np(m->thread, NULL, &until) == 0)
+				break;
+		}
+	} else {
+		pthread_join(m->thread, NULL);
+	}
+	/* Closes the channel and unmounts what is still mounted (lazily). A detached session
+	 * whose last opener has gone was ended by the kernel: nothing left to unmount then. */
+	fuse_session_unmount(m->se);
+	fuse_session_destroy(m->se);
+	if (m->created && unlink(m->path) < 0)
+		vo_warn("cannot remove %s: %s", m->path, strerror(errno));
+	devfile_free(m->df);
+	free(m->path);
+	free(m);
+}
