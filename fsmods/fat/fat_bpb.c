@@ -80,12 +80,11 @@ int fat_bpb_parse(const uint8_t *b, size_t len, uint64_t device_size, struct fat
 	if (clusters == 0)
 		return refuse(why, whylen, "no data clusters");
 
-	enum fat_type type = clusters < 4085 ? FAT12 : clusters < 65525 ? FAT16 : FAT32;
+	/* The count decides, as the specification says, never the label string. One exception,
+	 * shared with Linux and dosfstools: a BPB in the FAT32 layout (no 16-bit FAT size) is
+	 * FAT32 even below 65525 clusters, since mkfs.vfat -F 32 makes such small volumes. */
+	enum fat_type type = fat32_layout ? FAT32 : clusters < 4085 ? FAT12 : FAT16;
 	if (type == FAT32) {
-		if (!fat32_layout)
-			return refuse(why, whylen,
-				      "%llu clusters need FAT32 but the BPB has a FAT12/16 layout",
-				      (unsigned long long)clusters);
 		if (root_entries != 0)
 			return refuse(why, whylen, "FAT32 with a fixed root directory");
 		if (clusters > FAT32_MAX_CLUSTERS)
@@ -94,10 +93,10 @@ int fat_bpb_parse(const uint8_t *b, size_t len, uint64_t device_size, struct fat
 		if (le16(b + 42) != 0)
 			return refuse(why, whylen, "unknown FAT32 version %u.%u", b[43], b[42]);
 	} else {
-		if (fat32_layout)
+		if (clusters >= 65525)
 			return refuse(why, whylen,
-				      "%llu clusters mean FAT%d but the BPB has a FAT32 layout",
-				      (unsigned long long)clusters, type);
+				      "%llu clusters need FAT32 but the BPB has a FAT12/16 layout",
+				      (unsigned long long)clusters);
 		if (root_entries == 0)
 			return refuse(why, whylen, "no root directory entries");
 	}

@@ -1,5 +1,8 @@
 /* The boot sector layer: the BIOS parameter block (BPB) read into a geometry, the FAT type
- * decided by cluster count, and the FAT32 FSInfo sector.
+ * decided by cluster count (FAT12 below 4085, FAT16 below 65525, as the Microsoft
+ * specification says; the label string means nothing), and the FAT32 FSInfo sector. A BPB in
+ * the FAT32 layout is FAT32 whatever its count: mkfs.vfat -F 32 makes small volumes with fewer
+ * clusters, and Linux and dosfstools read them so.
  *
  * Hand-written because Debian packages no FAT library (see umfuse-fat.c); these are pure
  * functions of the bytes given, so the unit tests and the fuzz harness call them directly.
