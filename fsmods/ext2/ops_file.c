@@ -1,0 +1,165 @@
+/* FUSE operations on file contents: open, read, write, fsync, fallocate, lseek.
+ *
+ * open and flush are answered ENOSYS when the kernel allows it (FUSE_CAP_NO_OPEN_SUPPORT): no
+ * per-open state exists here (an open file pins its inode in the kernel, which is all the
+ * unlink-while-open case needs), so the kernel stops sending open, release and flush, and
+ * keeps its page cache across opens. */
+#define _GNU_SOURCE
+#include "e2fuse.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <stdlib.h>
+
+void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	struct e2 *e = e2_of(req);
+	if (e->readonly && (fi->flags & O_ACCMODE) != O_RDONLY) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	if (e->no_open) {
+		fuse_reply_err(req, ENOSYS);
+		return;
+	}
+	fi->keep_cache = 1;
+	fuse_reply_open(req, fi);
+}
+
+void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino, (void)fi;
+	fuse_reply_err(req, ENOSYS); /* nothing to do at close: the kernel stops asking */
+}
+
+void op_read(fuse_req_t req, fuse_ino_t fino, size_t size, off_t off, struct fuse_file_info *fi)
+{
+	(void)fi;
+	struct e2 *e = e2_of(req);
+	ext2_ino_t ino = e2_ino(fino);
+	char *buf = malloc(size ? size : 1);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	e2_lock(e);
+	struct ext2_inode_large in;
+	ssize_t r = ino_read(e, ino, &in);
+	struct node *n = r == 0 ? node_get(e, ino) : NULL;
+	if (r == 0 && !n)
+		r = -ENOMEM;
+	if (r == 0 && LINUX_S_ISDIR(in.i_mode))
+		r = -EISDIR;
+	if (r == 0)
+		r = data_read(e, n, &in, buf, size, (uint64_t)off);
+	if (r >= 0)
+		ino_atime_on_access(e, ino, &in);
+	e2_unlock(e);
+	if (r < 0)
+		fuse_reply_err(req, (int)-r);
+	else
+		fuse_reply_buf(req, buf, (size_t)r);
+	free(buf);
+}
+
+void op_write(fuse_req_t req, fuse_ino_t fino, const char *buf, size_t size, off_t off,
+	      struct fuse_file_info *fi)
+{
+	(void)fi;
+	struct e2 *e = e2_of(req);
+	ext2_ino_t ino = e2_ino(fino);
+	e2_lock(e);
+	struct ext2_inode_large in;
+	ssize_t r = e->readonly ? -EROFS : ino_read(e, ino, &in);
+	struct node *n = r == 0 ? node_get(e, ino) : NULL;
+	if (r == 0 && !n)
+		r = -ENOMEM;
+	if (r == 0 && !LINUX_S_ISREG(in.i_mode))
+		r = -EINVAL;
+	if (r == 0)
+		r = data_write(e, n, &in, fuse_req_ctx(req), buf, size, (uint64_t)off);
+	e2_unlock(e);
+	if (r < 0)
+		fuse_reply_err(req, (int)-r);
+	else
+		fuse_reply_write(req, (size_t)r);
+}
+
+void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	(void)ino, (void)datasync, (void)fi;
+	struct e2 *e = e2_of(req);
+	e2_lock(e);
+	/* the data went to the device when written; what it depends on goes now */
+	int r = e2_commit(e);
+	e2_unlock(e);
+	fuse_reply_err(req, -r);
+}
+
+void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	op_fsync(req, ino, datasync, fi);
+}
+
+void op_fallocate(fuse_req_t req, fuse_ino_t fino, int mode, off_t offset, off_t length,
+		  struct fuse_file_info *fi)
+{
+	(void)fi;
+	struct e2 *e = e2_of(req);
+	ext2_ino_t ino = e2_ino(fino);
+	if (offset < 0 || length <= 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	e2_lock(e);
+	struct ext2_inode_large in;
+	int r = e->readonly ? -EROFS : ino_read(e, ino, &in);
+	struct node *n = r == 0 ? node_get(e, ino) : NULL;
+	if (r == 0 && !n)
+		r = -ENOMEM;
+	if (r == 0 && !LINUX_S_ISREG(in.i_mode))
+		r = -ENODEV;
+	uint64_t old_size = r == 0 ? EXT2_I_SIZE(&in) : 0;
+	if (r == 0)
+		r = data_fallocate(e, n, &in, fuse_req_ctx(req), mode, (uint64_t)offset,
+				   (uint64_t)length);
+	if (r == 0) {
+		bool contents = (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) ||
+				EXT2_I_SIZE(&in) != old_size;
+		ino_touch(&in, contents, true);
+		r = ino_write(e, ino, &in);
+	}
+	e2_unlock(e);
+	fuse_reply_err(req, -r);
+}
+
+void op_lseek(fuse_req_t req, fuse_ino_t fino, off_t off, int whence, struct fuse_file_info *fi)
+{
+	(void)fi;
+	struct e2 *e = e2_of(req);
+	ext2_ino_t ino = e2_ino(fino);
+	if (whence != SEEK_DATA && whence != SEEK_HOLE) {
+		fuse_reply_err(req, EINVAL); /* the kernel handles the others itself */
+		return;
+	}
+	if (off < 0) {
+		fuse_reply_err(req, ENXIO);
+		return;
+	}
+	uint64_t result = 0;
+	e2_lock(e);
+	struct ext2_inode_large in;
+	int r = ino_read(e, ino, &in);
+	struct node *n = r == 0 ? node_get(e, ino) : NULL;
+	if (r == 0 && !n)
+		r = -ENOMEM;
+	if (r == 0)
+		r = data_seek(e, n, &in, (uint64_t)off, whence, &result);
+	e2_unlock(e);
+	if (r < 0)
+		fuse_reply_err(req, -r);
+	else
+		fuse_reply_lseek(req, (off_t)result);
+}

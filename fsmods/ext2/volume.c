@@ -1,0 +1,477 @@
+/* The file system as a whole: opening it (and deciding whether it may be written), commits,
+ * the committer thread, statfs, unmount, and the translation of libext2fs errors to errno.
+ *
+ * Write policy. libext2fs writes ext2/3/4 metadata correctly for the features listed in
+ * writable_*[] below; for anything else (inline_data, encryption, casefolding, quotas, bigalloc,
+ * MMP, verity, unknown features) the mount is made read-only with a message naming the
+ * features, because writing without them would leave a file system e2fsck complains about.
+ * The journal is never written (libext2fs has no journalling) and never replayed: a journal that
+ * needs recovery makes the mount refuse, saying how to recover, unless -o ro,norecovery asks to
+ * see the file system as it is without the journal. */
+#define _GNU_SOURCE
+#include "e2fuse.h"
+#include "ext2_io_vo.h"
+#include "log.h"
+#include "daemon.h"
+
+#include <e2p/e2p.h>
+#include <errno.h>
+#include <et/com_err.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/statvfs.h>
+#include <time.h>
+
+/* Features whose every write libext2fs (and this daemon) keeps consistent. */
+static const uint32_t writable_compat = EXT2_FEATURE_COMPAT_DIR_PREALLOC |
+	EXT2_FEATURE_COMPAT_IMAGIC_INODES | EXT3_FEATURE_COMPAT_HAS_JOURNAL |
+	EXT2_FEATURE_COMPAT_EXT_ATTR | EXT2_FEATURE_COMPAT_RESIZE_INODE |
+	EXT2_FEATURE_COMPAT_DIR_INDEX | EXT2_FEATURE_COMPAT_LAZY_BG |
+	EXT4_FEATURE_COMPAT_SPARSE_SUPER2 | EXT4_FEATURE_COMPAT_FAST_COMMIT |
+	EXT4_FEATURE_COMPAT_STABLE_INODES | EXT4_FEATURE_COMPAT_ORPHAN_FILE;
+static const uint32_t writable_incompat = EXT2_FEATURE_INCOMPAT_FILETYPE |
+	EXT3_FEATURE_INCOMPAT_RECOVER | EXT2_FEATURE_INCOMPAT_META_BG |
+	EXT3_FEATURE_INCOMPAT_EXTENTS | EXT4_FEATURE_INCOMPAT_64BIT |
+	EXT4_FEATURE_INCOMPAT_FLEX_BG | EXT4_FEATURE_INCOMPAT_CSUM_SEED |
+	EXT4_FEATURE_INCOMPAT_LARGEDIR;
+static const uint32_t writable_ro_compat = EXT2_FEATURE_RO_COMPAT_SPARSE_SUPER |
+	EXT2_FEATURE_RO_COMPAT_LARGE_FILE | EXT4_FEATURE_RO_COMPAT_HUGE_FILE |
+	EXT4_FEATURE_RO_COMPAT_GDT_CSUM | EXT4_FEATURE_RO_COMPAT_DIR_NLINK |
+	EXT4_FEATURE_RO_COMPAT_EXTRA_ISIZE | EXT4_FEATURE_RO_COMPAT_METADATA_CSUM |
+	EXT4_FEATURE_RO_COMPAT_ORPHAN_PRESENT;
+
+/* "a b c" for the feature bits in mask of the given kind (E2P_FEATURE_*). */
+static void feature_names(int kind, uint32_t mask, char *out, size_t len)
+{
+	out[0] = '\0';
+	for (int bit = 0; bit < 32; bit++) {
+		if (!(mask & (1U << bit)))
+			continue;
+		size_t used = strlen(out);
+		snprintf(out + used, len - used, "%s%s", used ? " " : "",
+			 e2p_feature2string(kind, 1U << bit));
+	}
+}
+
+/* The superblock straight from the device, for messages about images libext2fs refused. */
+static bool raw_super(struct vo_block *dev, struct ext2_super_block *sb)
+{
+	return vo_block_pread(dev, sb, sizeof *sb, SUPERBLOCK_OFFSET) == (ssize_t)sizeof *sb &&
+	       sb->s_magic == EXT2_SUPER_MAGIC;
+}
+
+static void report_open_error(struct e2 *e, errcode_t err)
+{
+	const char *src = e->source;
+	struct ext2_super_block sb;
+	char names[512];
+	switch (err) {
+	case EXT2_ET_BAD_MAGIC:
+		vo_error("cannot mount %s: not an ext2/ext3/ext4 file system (no superblock magic)",
+			 src);
+		return;
+	case EXT2_ET_SHORT_READ:
+		vo_error("cannot mount %s: the image is truncated (a read past its end)", src);
+		return;
+	case EXT2_ET_UNSUPP_FEATURE:
+		if (raw_super(e->dev, &sb)) {
+			feature_names(E2P_FEATURE_INCOMPAT,
+				      sb.s_feature_incompat & ~EXT2_LIB_FEATURE_INCOMPAT_SUPP,
+				      names, sizeof names);
+			vo_error("cannot mount %s: unsupported file system features: %s", src,
+				 names);
+			return;
+		}
+		break;
+	case EXT2_ET_JOURNAL_UNSUPP_VERSION:
+	case EXT2_ET_CORRUPT_SUPERBLOCK:
+	case EXT2_ET_SB_CSUM_INVALID:
+	case EXT2_ET_GDESC_BAD_BLOCK_MAP:
+	case EXT2_ET_GDESC_BAD_INODE_MAP:
+	case EXT2_ET_GDESC_BAD_INODE_TABLE:
+	case EXT2_ET_BAD_DESC_SIZE:
+	case EXT2_ET_UNEXPECTED_BLOCK_SIZE:
+		vo_error("cannot mount %s: the file system is corrupt (%s): run e2fsck %s", src,
+			 error_message(err), src);
+		return;
+	default:
+		break;
+	}
+	vo_error("cannot mount %s: %s", src, error_message(err));
+}
+
+/* Blocks the kernel does not count as capacity in statfs (bsddf): superblocks, descriptors,
+ * bitmaps, inode tables and the journal. mke2fs records it; older images get it computed. */
+static uint64_t compute_overhead(ext2_filsys fs)
+{
+	struct ext2_super_block *sb = fs->super;
+	if (sb->s_overhead_clusters)
+		return (uint64_t)sb->s_overhead_clusters * EXT2FS_CLUSTER_RATIO(fs);
+	uint64_t o = sb->s_first_data_block;
+	for (dgrp_t g = 0; g < fs->group_desc_count; g++) {
+		blk64_t super = 0, old_desc = 0, new_desc = 0;
+		blk_t used = 0;
+		ext2fs_super_and_bgd_loc2(fs, g, &super, &old_desc, &new_desc, &used);
+		o += used + 2 + fs->inode_blocks_per_group;
+	}
+	if (ext2fs_has_feature_journal(sb) && sb->s_journal_inum) {
+		struct ext2_inode j;
+		if (ext2fs_read_inode(fs, sb->s_journal_inum, &j) == 0)
+			o += EXT2_I_SIZE(&j) / fs->blocksize;
+	}
+	return o;
+}
+
+/* The largest file size: extent files address 2^32 blocks; block-mapped ones what twelve
+ * direct and three levels of indirect blocks reach; both within what i_blocks can count. */
+static uint64_t compute_max_file_size(ext2_filsys fs)
+{
+	uint64_t bs = fs->blocksize, limit;
+	if (ext2fs_has_feature_extents(fs->super)) {
+		limit = (((uint64_t)1 << 32) - 1) * bs;
+	} else {
+		uint64_t a = bs / 4;
+		limit = (12 + a + a * a + a * a * a) * bs;
+	}
+	if (!ext2fs_has_feature_huge_file(fs->super)) {
+		uint64_t iblocks_limit = (((uint64_t)1 << 32) - 1) * 512;
+		if (limit > iblocks_limit)
+			limit = iblocks_limit;
+	}
+	return limit;
+}
+
+static bool writable_or_say_why(struct e2 *e)
+{
+	struct ext2_super_block *sb = e->fs->super;
+	char names[700];
+	uint32_t c = sb->s_feature_compat & ~writable_compat;
+	uint32_t i = sb->s_feature_incompat & ~writable_incompat;
+	uint32_t r = sb->s_feature_ro_compat & ~writable_ro_compat;
+	if (c | i | r) {
+		char a[200], b[200], d[200];
+		feature_names(E2P_FEATURE_COMPAT, c, a, sizeof a);
+		feature_names(E2P_FEATURE_INCOMPAT, i, b, sizeof b);
+		feature_names(E2P_FEATURE_RO_INCOMPAT, r, d, sizeof d);
+		snprintf(names, sizeof names, "%s%s%s%s%s", a, *a && (*b || *d) ? " " : "", b,
+			 *b && *d ? " " : "", d);
+		vo_warn("%s: mounting read-only: writing a file system with %s is not supported",
+			e->source, names);
+		return false;
+	}
+	return true;
+}
+
+static int check_journal(struct e2 *e, bool *readonly)
+{
+	struct ext2_super_block *sb = e->fs->super;
+	if (ext2fs_has_feature_journal_dev(sb)) {
+		vo_error("cannot mount %s: it is an external journal device, not a file system",
+			 e->source);
+		return VO_EXIT_SOURCE;
+	}
+	if (ext2fs_has_feature_journal_needs_recovery(sb)) {
+		if (*readonly && e->cfg.norecovery) {
+			vo_warn("%s: the journal needs recovery; showing the file system without it "
+				"(norecovery)", e->source);
+			return VO_EXIT_OK;
+		}
+		vo_error("cannot mount %s: the journal needs recovery: run 'e2fsck -E journal_only "
+			 "%s' (or mount with -o ro,norecovery to look without it)", e->source,
+			 e->source);
+		return VO_EXIT_SOURCE;
+	}
+	bool orphans = sb->s_last_orphan != 0 || ext2fs_has_feature_orphan_present(sb);
+	if (orphans && !*readonly) {
+		vo_error("cannot mount %s read-write: it has orphan inodes to release (it was not "
+			 "unmounted cleanly): run 'e2fsck %s' first", e->source, e->source);
+		return VO_EXIT_SOURCE;
+	}
+	return VO_EXIT_OK;
+}
+
+int e2_open(struct e2 *e, const char *source, bool readonly)
+{
+	char err[512];
+	e->source = strdup(source);
+	e->dev = vo_block_open(source, VO_BLOCK_LOCK | (readonly ? VO_BLOCK_RDONLY : 0), err,
+			       sizeof err);
+	if (!e->dev && !readonly) {
+		/* a write-protected image is mounted read-only, as mount(8) does */
+		e->dev = vo_block_open(source, VO_BLOCK_LOCK | VO_BLOCK_RDONLY, err, sizeof err);
+		if (e->dev) {
+			vo_warn("%s is write-protected, mounting read-only", source);
+			readonly = true;
+		} else {
+			vo_block_open(source, VO_BLOCK_LOCK, err, sizeof err); /* the first error */
+		}
+	}
+	if (!e->dev) {
+		vo_error("%s", err);
+		return VO_EXIT_SOURCE;
+	}
+	if (vo_block_readonly(e->dev))
+		readonly = true;
+	e->cache = bcache_new(e->dev, 1024, e->cfg.cache_size);
+	char name[64];
+	if (!e->cache || ext2_io_register(e->cache, name, sizeof name) < 0) {
+		vo_error("cannot mount %s: out of memory", source);
+		return VO_EXIT_SOURCE;
+	}
+	int flags = EXT2_FLAG_64BITS | EXT2_FLAG_SKIP_MMP | (readonly ? 0 : EXT2_FLAG_RW);
+	errcode_t ret = ext2fs_open2(name, NULL, flags, 0, 0, ext2_vo_io_manager, &e->fs);
+	if (ret == EXT2_ET_RO_UNSUPP_FEATURE && !readonly) {
+		readonly = true;
+		flags &= ~EXT2_FLAG_RW;
+		ret = ext2fs_open2(name, NULL, flags, 0, 0, ext2_vo_io_manager, &e->fs);
+		if (ret == 0)
+			(void)writable_or_say_why(e);
+	}
+	if (ret) {
+		e->fs = NULL;
+		report_open_error(e, ret);
+		return VO_EXIT_SOURCE;
+	}
+	ext2_filsys fs = e->fs;
+	struct ext2_super_block *sb = fs->super;
+
+	uint64_t need = ext2fs_blocks_count(sb) * (uint64_t)fs->blocksize;
+	if (need > vo_block_size(e->dev)) {
+		vo_error("cannot mount %s: the image is truncated: the file system needs %llu bytes, "
+			 "the image has %llu", source, (unsigned long long)need,
+			 (unsigned long long)vo_block_size(e->dev));
+		return VO_EXIT_SOURCE;
+	}
+	int status = check_journal(e, &readonly);
+	if (status != VO_EXIT_OK)
+		return status;
+	if (!readonly && !writable_or_say_why(e))
+		readonly = true;
+	if (!readonly && ext2fs_has_feature_mmp(sb))
+		readonly = true; /* reported by writable_or_say_why: MMP is not in the lists */
+
+	struct ext2_inode root;
+	ret = ext2fs_read_inode(fs, EXT2_ROOT_INO, &root);
+	if (ret || !LINUX_S_ISDIR(root.i_mode) || root.i_links_count == 0) {
+		vo_error("cannot mount %s: the file system is corrupt (%s): run e2fsck %s", source,
+			 ret ? error_message(ret) : "the root inode is not a directory", source);
+		return VO_EXIT_SOURCE;
+	}
+	if (!(sb->s_state & EXT2_VALID_FS) || (sb->s_state & EXT2_ERROR_FS))
+		vo_warn("%s was not cleanly unmounted or has errors: running e2fsck is recommended",
+			source);
+
+	if (readonly) {
+		fs->flags &= ~EXT2_FLAG_RW;
+	} else {
+		ret = ext2fs_read_bitmaps(fs);
+		if (ret) {
+			vo_error("cannot mount %s read-write: the allocation bitmaps are unreadable "
+				 "(%s): run e2fsck %s", source, error_message(ret), source);
+			return VO_EXIT_SOURCE;
+		}
+		/* as the kernel does: the primary superblock and descriptors only; a mounted file
+		 * system is marked not clean until unmount writes it back clean */
+		fs->flags |= EXT2_FLAG_MASTER_SB_ONLY;
+		e->mount_state = fs->super->s_state;
+		fs->super->s_mnt_count++;
+		fs->super->s_mtime = (__u32)time(NULL);
+		fs->super->s_state &= (__u16)~EXT2_VALID_FS;
+		ext2fs_mark_super_dirty(fs);
+		ret = ext2fs_flush2(fs, 0);
+		if (ret) {
+			vo_error("cannot mount %s read-write: %s", source, error_message(ret));
+			return VO_EXIT_SOURCE;
+		}
+	}
+	e->readonly = readonly;
+	e->overhead_blocks = compute_overhead(fs);
+	if (ext2fs_has_feature_extents(sb)) {
+		uint64_t r = ext2fs_blocks_count(sb) / 50;
+		e->resv_blocks = (r < 4096 ? r : 4096) * EXT2FS_CLUSTER_RATIO(fs);
+	}
+	e->max_file_size = compute_max_file_size(fs);
+	if (getrandom(&e->next_generation, sizeof e->next_generation, 0) < 0)
+		e->next_generation = (uint32_t)time(NULL);
+	return VO_EXIT_OK;
+}
+
+int e2_commit(struct e2 *e)
+{
+	if (e->readonly || !e->fs)
+		return 0;
+	ext2fs_mark_super_dirty(e->fs);
+	errcode_t ret = ext2fs_flush2(e->fs, 0);
+	if (ret) {
+		vo_error("%s: writing the file system failed: %s", e->source, error_message(ret));
+		return -EIO;
+	}
+	e->dirty = false;
+	return 0;
+}
+
+void e2_mark_dirty(struct e2 *e)
+{
+	e->dirty = true;
+}
+
+int e2_close(struct e2 *e)
+{
+	int r = 0;
+	if (e->fs) {
+		if (!e->readonly) {
+			/* the state the file system had before we marked it "not clean" */
+			e->fs->super->s_state = e->mount_state;
+			ext2fs_mark_super_dirty(e->fs);
+		}
+		errcode_t ret = ext2fs_close2(e->fs, 0);
+		if (ret) {
+			vo_error("%s: writing the file system at unmount failed: %s", e->source,
+				 error_message(ret));
+			ext2fs_free(e->fs);
+			r = -EIO;
+		}
+		e->fs = NULL;
+	}
+	if (e->cache) {
+		if (!e->readonly && bcache_sync(e->cache) < 0)
+			r = -EIO;
+		ext2_io_unregister(e->cache);
+		bcache_free(e->cache);
+		e->cache = NULL;
+	}
+	if (e->dev) {
+		vo_block_close(e->dev);
+		e->dev = NULL;
+	}
+	free(e->source);
+	e->source = NULL;
+	return r;
+}
+
+int e2_errno(struct e2 *e, errcode_t err, const char *what, ext2_ino_t ino)
+{
+	if (err == 0)
+		return 0;
+	if (err > 0 && err < 4096)
+		return (int)err; /* libext2fs passes errno values through */
+	switch (err) {
+	case EXT2_ET_NO_MEMORY:
+		return ENOMEM;
+	case EXT2_ET_RO_FILSYS:
+		return EROFS;
+	case EXT2_ET_BLOCK_ALLOC_FAIL:
+	case EXT2_ET_INODE_ALLOC_FAIL:
+	case EXT2_ET_DIR_NO_SPACE:
+	case EXT2_ET_EA_NO_SPACE:
+	case EXT2_ET_INLINE_DATA_NO_SPACE:
+	case EXT2_ET_TOOSMALL:
+		return ENOSPC;
+	case EXT2_ET_FILE_NOT_FOUND:
+		return ENOENT;
+	case EXT2_ET_EA_KEY_NOT_FOUND:
+		return ENODATA;
+	case EXT2_ET_DIR_EXISTS:
+	case EXT2_ET_FILE_EXISTS:
+		return EEXIST;
+	case EXT2_ET_FILE_TOO_BIG:
+		return EFBIG;
+	case EXT2_ET_NO_DIRECTORY:
+		return ENOTDIR;
+	case EXT2_ET_EA_BAD_NAME_LEN:
+		return ERANGE;
+	case EXT2_ET_EA_BAD_VALUE_SIZE:
+		return E2BIG;
+	case EXT2_ET_UNIMPLEMENTED:
+	case EXT2_ET_OP_NOT_SUPPORTED:
+	case EXT2_ET_EXTENT_NOT_SUPPORTED:
+		return EOPNOTSUPP;
+	default:
+		/* corruption or an I/O error: say so once per occurrence, the caller gets EIO */
+		vo_error("%s: inode %u: %s: %s", e->source, ino, what, error_message(err));
+		return EIO;
+	}
+}
+
+void e2_statfs(struct e2 *e, struct statvfs *st)
+{
+	struct ext2_super_block *sb = e->fs->super;
+	uint64_t blocks = ext2fs_blocks_count(sb);
+	uint64_t bfree = ext2fs_free_blocks_count(sb);
+	uint64_t reserved = ext2fs_r_blocks_count(sb) + e->resv_blocks;
+	memset(st, 0, sizeof *st);
+	st->f_bsize = e->fs->blocksize;
+	st->f_frsize = e->fs->blocksize;
+	st->f_blocks = blocks > e->overhead_blocks ? blocks - e->overhead_blocks : 0;
+	st->f_bfree = bfree;
+	st->f_bavail = bfree > reserved ? bfree - reserved : 0;
+	st->f_files = sb->s_inodes_count;
+	st->f_ffree = sb->s_free_inodes_count;
+	st->f_favail = st->f_ffree;
+	st->f_namemax = EXT2_NAME_LEN;
+	uint64_t fsid;
+	memcpy(&fsid, sb->s_uuid, sizeof fsid);
+	st->f_fsid = (unsigned long)(fsid ^ (fsid >> 32));
+}
+
+bool e2_may_allocate(struct e2 *e, const struct fuse_ctx *ctx, uint64_t n)
+{
+	struct ext2_super_block *sb = e->fs->super;
+	uint64_t bfree = ext2fs_free_blocks_count(sb);
+	uint64_t keep = e->resv_blocks;
+	bool privileged = ctx->uid == 0 || ctx->uid == sb->s_def_resuid ||
+			  (sb->s_def_resgid != 0 && ctx->gid == sb->s_def_resgid);
+	if (!privileged)
+		keep += ext2fs_r_blocks_count(sb);
+	return bfree >= n + keep;
+}
+
+/* The committer: every cfg.commit seconds, what changed becomes durable, as ext4's journal
+ * commit interval bounds what a crash can lose. */
+static void *committer_main(void *arg)
+{
+	struct e2 *e = arg;
+	e2_lock(e);
+	while (!e->stopping) {
+		struct timespec deadline;
+		clock_gettime(CLOCK_MONOTONIC, &deadline);
+		deadline.tv_sec += e->cfg.commit;
+		int r = 0;
+		while (!e->stopping && r != ETIMEDOUT)
+			r = pthread_cond_timedwait(&e->commit_cond, &e->lock, &deadline);
+		if (!e->stopping && e->dirty)
+			e2_commit(e);
+	}
+	e2_unlock(e);
+	return NULL;
+}
+
+int e2_start_committer(struct e2 *e)
+{
+	if (e->readonly || e->cfg.commit == 0)
+		return 0;
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&e->commit_cond, &ca);
+	pthread_condattr_destroy(&ca);
+	if (pthread_create(&e->committer, NULL, committer_main, e) != 0)
+		return -EAGAIN;
+	e->committer_running = true;
+	return 0;
+}
+
+void e2_stop_committer(struct e2 *e)
+{
+	if (!e->committer_running)
+		return;
+	e2_lock(e);
+	e->stopping = true;
+	pthread_cond_signal(&e->commit_cond);
+	e2_unlock(e);
+	pthread_join(e->committer, NULL);
+	pthread_cond_destroy(&e->commit_cond);
+	e->committer_running = false;
+}
