@@ -62,6 +62,12 @@ void devfile_free(struct devfile *df)
 {
 	if (!df)
 		return;
+	while (df->opens) {
+		struct devfile_open *o = df->opens;
+		df->opens = o->next;
+		umdev_extent_put(o->extent);
+		free(o);
+	}
 	umdev_extent_put(df->extent);
 	pthread_mutex_destroy(&df->lock);
 	free(df);
@@ -74,7 +80,7 @@ static struct devfile *of(fuse_req_t req)
 
 static struct umdev_extent *opened(struct fuse_file_info *fi)
 {
-	return (struct umdev_extent *)(uintptr_t)fi->fh;
+	return ((struct devfile_open *)(uintptr_t)fi->fh)->extent;
 }
 
 static void fill_attr(struct devfile *df, struct stat *st)
@@ -159,6 +165,20 @@ static void df_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 	fuse_reply_attr(req, &st, 0);
 }
 
+static void forget_open(struct devfile *df, struct devfile_open *o)
+{
+	pthread_mutex_lock(&df->lock);
+	if (o->prev)
+		o->prev->next = o->next;
+	else
+		df->opens = o->next;
+	if (o->next)
+		o->next->prev = o->prev;
+	pthread_mutex_unlock(&df->lock);
+	umdev_extent_put(o->extent);
+	free(o);
+}
+
 static void df_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	(void)ino;
@@ -174,11 +194,24 @@ static void df_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, ENXIO);
 		return;
 	}
-	fi->fh = (uintptr_t)e;
+	struct devfile_open *o = calloc(1, sizeof *o);
+	if (!o) {
+		umdev_extent_put(e);
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	o->extent = e;
+	pthread_mutex_lock(&df->lock);
+	o->next = df->opens;
+	if (o->next)
+		o->next->prev = o;
+	df->opens = o;
+	pthread_mutex_unlock(&df->lock);
+	fi->fh = (uintptr_t)o;
 	fi->direct_io = 1;
 	fi->keep_cache = 0;
-	if (fuse_reply_open(req, fi) != 0)
-		umdev_extent_put(e); /* the opener was interrupted: no release will come */
+	if (fuse_reply_open(req, fi) != 0) /* the opener was interrupted: no release will come */
+		forget_open(df, o);
 }
 
 static void df_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -293,7 +326,7 @@ static void df_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 {
 	(void)ino;
 	struct devfile *df = of(req);
-	umdev_extent_put(opened(fi));
+	forget_open(df, (struct devfile_open *)(uintptr_t)fi->fh);
 	reread_if_dirty(df);
 	fuse_reply_err(req, 0);
 }

@@ -22,11 +22,19 @@ struct devfile_hooks {
 	int (*reread)(void *owner, bool force);
 };
 
+/* An open file: the extent it was given. Kept on a list so that opens the kernel never
+ * released (the mount went away first) are freed with the device file. */
+struct devfile_open {
+	struct umdev_extent *extent;
+	struct devfile_open *prev, *next;
+};
+
 struct devfile {
 	struct umdev_disk *disk;
 	unsigned number;               /* 0: the whole disk */
 	pthread_mutex_t lock;          /* extent and attributes */
 	struct umdev_extent *extent;   /* what new opens get; NULL once the partition is gone */
+	struct devfile_open *opens;    /* open files, for the clean-up */
 	mode_t mode;                   /* permission bits only */
 	uid_t uid;
 	gid_t gid;
