@@ -90,7 +90,8 @@ static void e2_init(void *userdata, struct fuse_conn_info *conn)
 	struct e2 *e = userdata;
 	e->served = true;
 	conn->max_write = 1 << 20;
-	conn->time_gran = 1;
+	/* nanoseconds where the inodes have room for them, else whole seconds */
+	conn->time_gran = EXT2_INODE_SIZE(e->fs->super) > EXT2_GOOD_OLD_INODE_SIZE ? 1 : 1000000000;
 	if (conn->max_background < 64)
 		conn->max_background = 64;
 	conn->congestion_threshold = conn->max_background * 3 / 4;
