@@ -1,0 +1,362 @@
+/* Copy-up: making the layer's own copy of an original object before it is changed (cow, and
+ * mincow when the real change is refused).
+ *
+ * A copy carries the data (holes stay holes; copy_file_range lets the file system share
+ * extents), the mode, the access and modification times and the extended attributes; owners
+ * only when the daemon runs as root. What a copy owned by the user cannot carry (setuid bits,
+ * the original owner under vstat, a device node the user may not create) and the origin's inode
+ * number go into the record. The copy is built in the work area (SOURCE/.-/.-), its record
+ * written first, and then renamed into place: a crash leaves either the original or the whole
+ * copy in the view, never half of it.
+ *
+ * Directories are "copied" by creating an empty directory in the layer (it merges with the
+ * original's); their contents stay where they are. */
+#include "fs.h"
+
+#include "log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+void copy_xattrs(int from, int to)
+{
+	ssize_t len = flistxattr(from, NULL, 0);
+	if (len <= 0)
+		return;
+	char *names = malloc((size_t)len);
+	if (!names)
+		return;
+	len = flistxattr(from, names, (size_t)len);
+	char *value = NULL;
+	size_t cap = 0;
+	for (ssize_t off = 0; len > 0 && off < len; off += (ssize_t)strlen(names + off) + 1) {
+		const char *name = names + off;
+		ssize_t vlen = fgetxattr(from, name, NULL, 0);
+		if (vlen < 0)
+			continue;
+		if ((size_t)vlen > cap) {
+			char *v = realloc(value, (size_t)vlen);
+			if (!v)
+				continue;
+			value = v;
+			cap = (size_t)vlen;
+		}
+		vlen = fgetxattr(from, name, value, cap);
+		/* security.* and trusted.* may be refused to a user: the copy goes on without */
+		if (vlen >= 0)
+			fsetxattr(to, name, value, (size_t)vlen, 0);
+	}
+	free(value);
+	free(names);
+}
+
+/* Copy the first `size` bytes, keeping holes. */
+static int copy_data(int in, int out, off_t size)
+{
+	off_t pos = 0;
+	while (pos < size) {
+		off_t data = lseek(in, pos, SEEK_DATA);
+		if (data < 0) {
+			if (errno == ENXIO)
+				break; /* only a hole is left */
+			data = pos;  /* no SEEK_DATA here: copy everything */
+		}
+		if (data >= size)
+			break;
+		off_t hole = lseek(in, data, SEEK_HOLE);
+		if (hole < 0 || hole > size)
+			hole = size;
+		off_t in_off = data, out_off = data;
+		while (in_off < hole) {
+			ssize_t n = copy_file_range(in, &in_off, out, &out_off, (size_t)(hole - in_off),
+						    0);
+			if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == ENOSYS ||
+				      errno == EOPNOTSUPP)) {
+				/* no kernel copy between these files: copy through a buffer */
+				static const size_t chunk = 1 << 20;
+				char *buf = malloc(chunk);
+				if (!buf)
+					return -ENOMEM;
+				while (in_off < hole) {
+					size_t want = (size_t)(hole - in_off) < chunk
+							      ? (size_t)(hole - in_off) : chunk;
+					ssize_t r = pread(in, buf, want, in_off);
+					if (r <= 0) {
+						free(buf);
+						return r < 0 ? -errno : -EIO;
+					}
+					for (ssize_t done = 0; done < r;) {
+						ssize_t w = pwrite(out, buf + done, (size_t)(r - done),
+								   out_off + done);
+						if (w < 0) {
+							free(buf);
+							return -errno;
+						}
+						done += w;
+					}
+					in_off += r;
+					out_off += r;
+				}
+				free(buf);
+				break;
+			}
+			if (n < 0)
+				return -errno;
+			if (n == 0)
+				return -EIO; /* the original shrank under us */
+		}
+		pos = hole;
+	}
+	return ftruncate(out, size) < 0 ? -errno : 0;
+}
+
+/* The record a copy needs: origin inode, and whatever the real copy cannot show. */
+static void copy_record(struct viewfs *fs, struct vnode *n, const struct stat *orig,
+			mode_t real_mode, uid_t real_uid, gid_t real_gid, struct vrecord *rec)
+{
+	rec->ino = n->ino;
+	rec->has |= VREC_INO;
+	if (!(rec->has & VREC_MODE) && (orig->st_mode & 07777) != (real_mode & 07777)) {
+		rec->mode = orig->st_mode & 07777;
+		rec->has |= VREC_MODE;
+	}
+	if (fs->vstat && !(rec->has & VREC_UID) && orig->st_uid != real_uid) {
+		rec->uid = orig->st_uid;
+		rec->has |= VREC_UID;
+	}
+	if (fs->vstat && !(rec->has & VREC_GID) && orig->st_gid != real_gid) {
+		rec->gid = orig->st_gid;
+		rec->has |= VREC_GID;
+	}
+}
+
+int copy_up(struct viewfs *fs, struct vnode *n, off_t keep)
+{
+	if (S_ISDIR(n->type)) {
+		ns_write(fs);
+		int rc = ensure_upper_dir(fs, n);
+		ns_unlock(fs);
+		return rc;
+	}
+	pthread_mutex_lock(&n->copyup_lock);
+	int rc = 0, src = -1, tmpfd = -1;
+	char *target = NULL;
+	struct vrecord rec = { 0 };
+	char tmp[64] = "";
+	struct stat st;
+
+	ns_read(fs);
+	if (n->in_upper) {
+		ns_unlock(fs);
+		goto out;
+	}
+	if (n->excepted || fs->work_fd < 0) {
+		ns_unlock(fs);
+		rc = -EROFS;
+		goto out;
+	}
+	if (node_stat(n, LOWER, &st) < 0) {
+		rc = -errno;
+		ns_unlock(fs);
+		goto out;
+	}
+	int has = meta_node_record(fs, n, &rec);
+	if (has < 0) {
+		rc = has;
+		ns_unlock(fs);
+		goto out;
+	}
+	if (S_ISREG(st.st_mode)) {
+		src = node_open(n, LOWER, O_RDONLY);
+		if (src < 0)
+			rc = -errno;
+	} else if (S_ISLNK(st.st_mode)) {
+		target = malloc((size_t)PATH_MAX + 1);
+		const char *name;
+		int at = node_at(n, LOWER, &name);
+		ssize_t len = target ? readlinkat(at, name, target, PATH_MAX) : -1;
+		if (len < 0)
+			rc = target ? -errno : -ENOMEM;
+		else
+			target[len] = '\0';
+	}
+	ns_unlock(fs);
+	if (rc < 0)
+		goto out;
+
+	/* Build the copy aside. */
+	uid_t ruid = geteuid();
+	gid_t rgid = getegid();
+	mode_t real_mode = st.st_mode & 0777; /* setuid/setgid stay in the record */
+	struct timespec times[2] = { st.st_atim, st.st_mtim };
+	if (S_ISREG(st.st_mode)) {
+		tmpfd = work_create(fs, tmp, sizeof tmp, 0600);
+		if (tmpfd < 0) {
+			rc = tmpfd;
+			tmp[0] = '\0';
+			goto out;
+		}
+		off_t size = keep < 0 || keep > st.st_size ? st.st_size : keep;
+		rc = copy_data(src, tmpfd, size);
+		if (rc == 0) {
+			copy_xattrs(src, tmpfd);
+			if (ruid == 0 && fchown(tmpfd, st.st_uid, st.st_gid) == 0) {
+				ruid = st.st_uid;
+				rgid = st.st_gid;
+			}
+			if (fchmod(tmpfd, real_mode) < 0 || futimens(tmpfd, times) < 0)
+				rc = -errno;
+		}
+	} else {
+		work_name(fs, tmp, sizeof tmp);
+		int r;
+		if (S_ISLNK(st.st_mode)) {
+			r = symlinkat(target, fs->work_fd, tmp);
+		} else {
+			r = mknodat(fs->work_fd, tmp, st.st_mode & (S_IFMT | 0777), st.st_rdev);
+			if (r < 0 && (errno == EPERM || errno == EACCES) &&
+			    (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode))) {
+				/* a device the user may not create: a plain file and a record */
+				r = mknodat(fs->work_fd, tmp, S_IFREG | (st.st_mode & 0666), 0);
+				real_mode = st.st_mode & 0666;
+				rec.type = st.st_mode & S_IFMT;
+				rec.rdev = st.st_rdev;
+				rec.has |= VREC_TYPE | VREC_RDEV;
+			}
+		}
+		if (r < 0) {
+			rc = -errno;
+			tmp[0] = '\0';
+			goto out;
+		}
+		if (ruid == 0 && fchownat(fs->work_fd, tmp, st.st_uid, st.st_gid,
+					  AT_SYMLINK_NOFOLLOW) == 0) {
+			ruid = st.st_uid;
+			rgid = st.st_gid;
+		}
+		utimensat(fs->work_fd, tmp, times, AT_SYMLINK_NOFOLLOW);
+		if (S_ISLNK(st.st_mode))
+			real_mode = st.st_mode & 07777; /* symlinks have no mode to copy */
+	}
+	if (rc < 0)
+		goto out;
+	copy_record(fs, n, &st, real_mode, ruid, rgid, &rec);
+
+	/* Put it in place: record first, then the copy. */
+	ns_write(fs);
+	if (n->in_upper || n->unlinked) {
+		ns_unlock(fs);
+		rc = n->in_upper ? 0 : -ENOENT;
+		goto out;
+	}
+	rc = ensure_upper_dir(fs, n->parent);
+	if (rc == 0)
+		rc = meta_write_node_record(fs, n, &rec);
+	if (rc == 0 && renameat2(fs->work_fd, tmp, n->parent->fd[UPPER], n->name,
+				 RENAME_NOREPLACE) < 0)
+		rc = -errno;
+	if (rc == 0) {
+		tmp[0] = '\0';
+		if (n->fd[LOWER] >= 0) {
+			/* a hard-linked original: keep reaching the copy by fd too */
+			n->fd[UPPER] = openat(n->parent->fd[UPPER], n->name,
+					      O_PATH | O_NOFOLLOW | O_CLOEXEC);
+		}
+		n->in_upper = true;
+	}
+	ns_unlock(fs);
+out:
+	if (tmp[0])
+		unlinkat(fs->work_fd, tmp, 0);
+	if (src >= 0)
+		close(src);
+	if (tmpfd >= 0)
+		close(tmpfd);
+	free(target);
+	vrecord_clear(&rec);
+	pthread_mutex_unlock(&n->copyup_lock);
+	if (rc < 0 && rc != -ENOENT && rc != -EACCES)
+		vo_debug("copy-up of %s failed: %s", n->name, strerror(-rc));
+	return rc;
+}
+
+int ensure_upper_dir(struct viewfs *fs, struct vnode *d)
+{
+	if (d->in_upper)
+		return 0;
+	if (d->excepted || !d->parent || fs->work_fd < 0)
+		return -EROFS;
+	int rc = ensure_upper_dir(fs, d->parent);
+	if (rc < 0)
+		return rc;
+	struct stat st;
+	if (fstat(d->fd[LOWER], &st) < 0)
+		return -errno;
+	/* The layer's directory must stay writable for the daemon whatever the original's mode:
+	 * the difference goes into the record. */
+	mode_t real_mode = (st.st_mode & 07777) | 0700;
+	struct vrecord rec;
+	int has = meta_node_record(fs, d, &rec);
+	if (has < 0)
+		return has;
+	uid_t ruid = geteuid();
+	gid_t rgid = getegid();
+	if (ruid == 0) {
+		ruid = st.st_uid;
+		rgid = st.st_gid;
+	}
+	struct vrecord want;
+	if (vrecord_copy(&want, &rec) < 0) {
+		vrecord_clear(&rec);
+		return -ENOMEM;
+	}
+	copy_record(fs, d, &st, real_mode, ruid, rgid, &want);
+	/* a directory that merges with its original keeps the original's number without help */
+	want.has &= ~(unsigned)VREC_INO;
+	want.has |= rec.has & VREC_INO;
+	want.ino = rec.ino;
+	size_t l1, l2;
+	char *a = vrecord_format(&want, &l1), *b = vrecord_format(&rec, &l2);
+	if (!a || !b || l1 != l2 || memcmp(a, b, l1) != 0)
+		rc = meta_write_node_record(fs, d, &want);
+	free(a);
+	free(b);
+	vrecord_clear(&rec);
+	vrecord_clear(&want);
+	if (rc < 0)
+		return rc;
+
+	int pfd = d->parent->fd[UPPER];
+	if (mkdirat(pfd, d->name, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	int fd = openat(pfd, d->name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	int from = openat(d->fd[LOWER], ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int to = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (from >= 0 && to >= 0)
+		copy_xattrs(from, to);
+	if (from >= 0)
+		close(from);
+	if (to >= 0)
+		close(to);
+	if (geteuid() == 0)
+		fchownat(pfd, d->name, st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW);
+	struct timespec times[2] = { st.st_atim, st.st_mtim };
+	if (fchmodat(pfd, d->name, real_mode, 0) < 0 ||
+	    utimensat(pfd, d->name, times, AT_SYMLINK_NOFOLLOW) < 0) {
+		int e = errno;
+		close(fd);
+		return -e;
+	}
+	d->fd[UPPER] = fd;
+	d->in_upper = true;
+	return 0;
+}

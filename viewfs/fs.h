@@ -1,0 +1,271 @@
+/* The internals every part of the viewfs daemon shares: the file-system state, the node (one
+ * per object the kernel knows), the layer metadata cache, and the functions each file of the
+ * daemon offers the others. The split follows Linux's fs/overlayfs:
+ *
+ *   config.c   -o options and modes          inum.c     st_ino numbering
+ *   node.c     node table, references        lookup.c   resolving a name across the layers
+ *   metadir.c  SOURCE/.-: whiteouts, records copyup.c   copying an original object up
+ *   dir.c      create/link/unlink/rename     readdir.c  merged listings
+ *   attr.c     getattr/setattr/vstat/access  xattr.c    extended attributes
+ *   file.c     open and file I/O             ops.c      the FUSE operation table, init
+ *   mount.c    set-up, mount and serve (callable from a launcher, see viewfs.h)
+ *
+ * Locking, in the order they may be taken:
+ *   node->copyup_lock  (one regular file being copied into the layer: no other lock held)
+ *   fs->ns_lock        (rwlock: read to look at names, nodes and the layer; write to change
+ *                       them. File data I/O on open handles takes no lock at all.)
+ *   fs->meta_lock      (filling a directory's cached .- listing or a record under a read lock)
+ *   fs->table_lock     (the node hash table and reference counts)
+ * A copy-up is done without ns_lock for the data and with the write lock for the rename into
+ * place, so copying a large file never stalls lookups elsewhere. */
+#ifndef VIEWFS_FS_H
+#define VIEWFS_FS_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "config.h"
+#include "record.h"
+
+#include <errno.h>
+#include <fuse_lowlevel.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/stat.h>
+
+enum layer { LOWER = 0, UPPER = 1 };
+
+/* The except= paths as a trie of names: a directory node on such a path points into it. */
+struct except_node {
+	char *name;
+	bool terminal; /* this path (and everything under it) is the original */
+	struct except_node *child, *next;
+};
+
+/* One name in the cached listing of SOURCE/.-/DIR. */
+enum {
+	META_WHITEOUT = 1u << 0, /* regular file .-/DIR/NAME: NAME is deleted */
+	META_RECORD = 1u << 1,   /* .-/DIR/NAME\x7f (or the long-name form): a record */
+	META_SUBDIR = 1u << 2,   /* directory .-/DIR/NAME: metadata of NAME's children */
+};
+struct metaent {
+	struct metaent *next;
+	unsigned flags;
+	bool rec_loaded;
+	int rec_error;         /* -EIO when the record is corrupt */
+	struct vrecord rec;
+	char name[];           /* the view name (for records of long names: their key) */
+};
+struct metadir {
+	int fd;                /* O_PATH fd of SOURCE/.-/DIR, -1 when it does not exist */
+	size_t nbuckets, count;
+	struct metaent **buckets;
+};
+
+struct vhandle;
+
+struct vnode {
+	struct vnode *hnext;   /* hash chain, keyed by ino */
+	struct vnode *all_prev, *all_next; /* every node, for the final clean-up */
+	uint64_t ino;          /* st_ino in the view (inum.c) */
+	uint64_t refs;         /* kernel lookups + children + temporary holds (table_lock) */
+	struct vnode *parent;  /* the directory of `name` (for hard links: the last name used) */
+	char *name;
+	mode_t type;           /* S_IFMT as the view shows it */
+	bool in_upper;         /* the layer holds it (for non-directories: serves it) */
+	bool in_lower;         /* the original holds it and shows through */
+	bool excepted;         /* at or under an except= path: always the original */
+	bool unlinked;         /* its last known name was removed */
+	bool hashed;           /* in the table (false once replaced by a newer node) */
+	const struct except_node *except; /* directories on an except= path */
+	int fd[2];             /* O_PATH fds: directories always; other files when hard-linked */
+	pthread_mutex_t copyup_lock;
+	struct metadir *_Atomic meta; /* directories: .- listing, loaded on first use */
+	struct vhandle *handles;      /* open files, for getattr after unlink (table_lock) */
+	struct vrecord last_rec;      /* record of an unlinked node (getattr after unlink) */
+};
+
+/* An open file. */
+struct vhandle {
+	struct vhandle *next;
+	struct vnode *node;
+	int fd;
+	enum layer layer;      /* where fd is */
+	bool direct;           /* opened with O_DIRECT: aligned bounce buffers, no splice */
+};
+
+struct viewfs {
+	struct viewfs_config *cfg;
+	int mode;
+	bool vstat, wok, readonly, writeback;
+	double timeout;
+	int lower_root, upper_root; /* O_PATH fds opened before the mount */
+	int work_fd;           /* SOURCE/.-/.- (temporary files), -1 when the layer is read-only */
+	dev_t lower_dev, upper_dev;
+	uid_t uid;             /* the daemon's own ids: owners of what it creates */
+	gid_t gid;
+	struct except_node *except_root;
+	struct vnode *root;
+	pthread_rwlock_t ns_lock;
+	pthread_mutex_t meta_lock;
+	pthread_mutex_t table_lock;
+	struct vnode **table;
+	struct vnode *all;
+	size_t table_size, table_count;
+	pthread_mutex_t inum_lock;
+	dev_t inum_class[256]; /* st_dev per class (inum.c) */
+	bool inum_used[256];
+	atomic_uint_fast64_t tmp_counter;
+	atomic_bool debug;
+	atomic_int corrupt_logged;
+};
+
+/* Locking helpers (abort on error: a broken lock is a bug, not a condition to report). */
+void ns_read(struct viewfs *fs);
+void ns_write(struct viewfs *fs);
+void ns_unlock(struct viewfs *fs);
+
+/* Modes, as questions. */
+static inline bool fs_union(const struct viewfs *fs) { return viewfs_mode_is_union(fs->mode); }
+static inline bool fs_cowlike(const struct viewfs *fs)
+{
+	return viewfs_mode_writes_layer(fs->mode);
+}
+/* The errors after which mincow does virtually what it could not do for real. */
+static inline bool refused(int err) { return err == EACCES || err == EPERM || err == EROFS; }
+
+/* --- inum.c --- */
+uint64_t vfs_ino(struct viewfs *fs, dev_t dev, ino_t ino);
+
+/* --- node.c --- */
+int node_table_init(struct viewfs *fs);
+void node_table_free(struct viewfs *fs);
+struct vnode *node_alloc(const char *name, mode_t type);
+/* The node for a FUSE nodeid. */
+struct vnode *node_from_id(struct viewfs *fs, fuse_ino_t id);
+fuse_ino_t node_id(struct viewfs *fs, struct vnode *n);
+/* Find by view ino (no reference taken; table_lock held by caller). */
+struct vnode *node_find_locked(struct viewfs *fs, uint64_t ino);
+void node_insert_locked(struct viewfs *fs, struct vnode *n);
+void node_unhash_locked(struct viewfs *fs, struct vnode *n);
+void node_ref(struct viewfs *fs, struct vnode *n);
+void node_unref(struct viewfs *fs, struct vnode *n, uint64_t count);
+/* Change the name of n (ns write lock held). */
+int node_set_name(struct viewfs *fs, struct vnode *n, struct vnode *parent, const char *name);
+/* The directory fd through which n's object in `layer` is reached, and the name to use with it
+ * (for a node that holds its own fd: that fd and ""). -1 if n is not in that layer. */
+int node_at(struct vnode *n, enum layer layer, const char **name);
+/* Open n's object in `layer` with flags (O_PATH allowed). */
+int node_open(struct vnode *n, enum layer layer, int flags);
+/* fstatat of n's object in layer. */
+int node_stat(struct vnode *n, enum layer layer, struct stat *st);
+/* The layer that serves n's data and attributes. */
+static inline enum layer node_layer(const struct vnode *n) { return n->in_upper ? UPPER : LOWER; }
+void node_close_fds(struct vnode *n);
+
+/* --- lookup.c --- */
+struct resolved {
+	bool in_upper, in_lower;
+	bool excepted;
+	const struct except_node *except;
+	struct stat st;         /* the serving object (upper if present, else lower) */
+	struct stat lst;        /* the original's object when it shows through */
+	bool has_rec;
+	struct vrecord rec;
+	uint64_t ino;
+	mode_t type;
+};
+int except_build(struct viewfs *fs);
+void except_free(struct except_node *e);
+const struct except_node *except_child(const struct except_node *e, const char *name);
+/* Resolve name in directory p across the layers (ns lock held). 0 or -errno. */
+int resolve(struct viewfs *fs, struct vnode *p, const char *name, struct resolved *r);
+void resolved_clear(struct resolved *r);
+/* Resolve and return the node with one more kernel reference, its entry filled (ns lock held
+ * for reading or writing). */
+int lookup_entry(struct viewfs *fs, struct vnode *p, const char *name,
+		 struct fuse_entry_param *e, struct vnode **out, bool wlocked);
+/* The node the kernel knows for a resolved name, without a new reference (NULL if none). */
+struct vnode *node_of_resolved(struct viewfs *fs, struct vnode *p, const char *name,
+			       const struct resolved *r);
+/* The original directory of a directory node as a path from the lower root ("" for the root);
+ * malloc'ed. Only for nodes whose in_lower is true. */
+char *lower_path(struct viewfs *fs, struct vnode *n);
+/* Does the original have `name` in p (and does it show through p)? */
+bool lower_has(struct viewfs *fs, struct vnode *p, const char *name, struct stat *st);
+void entry_fill(struct viewfs *fs, struct fuse_entry_param *e, struct vnode *n,
+		const struct stat *st);
+
+/* --- metadir.c --- */
+#define META_NAME ".-"
+int meta_init(struct viewfs *fs);
+void meta_free(struct metadir *m);
+/* The cached listing of .-/DIR for directory d, loaded on first use (ns lock held); NULL when
+ * there is none. */
+struct metadir *meta_get(struct viewfs *fs, struct vnode *d);
+unsigned meta_flags(struct viewfs *fs, struct vnode *d, const char *name);
+/* The record of name in d: 1 with *rec filled (caller clears), 0 if none, -EIO if corrupt. */
+int meta_record(struct viewfs *fs, struct vnode *d, const char *name, struct vrecord *rec);
+/* The record of node n itself (through its parent; the root's own record for the root). */
+int meta_node_record(struct viewfs *fs, struct vnode *n, struct vrecord *rec);
+/* Changes (ns write lock held). */
+int meta_write_record(struct viewfs *fs, struct vnode *d, const char *name,
+		      const struct vrecord *rec);
+int meta_write_node_record(struct viewfs *fs, struct vnode *n, const struct vrecord *rec);
+int meta_set_whiteout(struct viewfs *fs, struct vnode *d, const char *name);
+int meta_clear_whiteout(struct viewfs *fs, struct vnode *d, const char *name);
+/* Remove the record of name and the metadata of everything under it. */
+int meta_remove(struct viewfs *fs, struct vnode *d, const char *name);
+int meta_move(struct viewfs *fs, struct vnode *d1, const char *n1, struct vnode *d2,
+	      const char *n2, bool exchange);
+int meta_link_record(struct viewfs *fs, struct vnode *d1, const char *n1, struct vnode *d2,
+		     const char *n2);
+/* A new file in the work area (SOURCE/.-/.-): returns an fd open O_RDWR and its name. */
+int work_create(struct viewfs *fs, char *name, size_t namelen, mode_t mode);
+/* A name for something to be created in the work area. */
+void work_name(struct viewfs *fs, char *name, size_t namelen);
+/* Does a name need refusing in the layer (names ending in 0x7F are record names)? */
+bool name_reserved(struct viewfs *fs, struct vnode *d, const char *name);
+
+/* --- copyup.c --- */
+/* Copy non-directory n into the layer (no lock held by the caller). keep: bytes of data to
+ * copy (-1: all, 0: none, as for O_TRUNC). */
+int copy_up(struct viewfs *fs, struct vnode *n, off_t keep);
+/* Make sure directory d exists in the layer, creating its parents (ns write lock held). */
+int ensure_upper_dir(struct viewfs *fs, struct vnode *d);
+/* Copy the extended attributes of one open file to another (best effort). */
+void copy_xattrs(int from, int to);
+
+/* --- attr.c --- */
+/* The view's stat of n (ns lock held). */
+int node_getattr(struct viewfs *fs, struct vnode *n, struct stat *st);
+/* Apply a record on a real stat. */
+void apply_record(struct viewfs *fs, struct stat *st, const struct vrecord *rec, bool merged_dir);
+void attr_ops(struct fuse_lowlevel_ops *ops);
+
+/* --- dir.c, readdir.c, xattr.c, file.c --- */
+void dir_ops(struct fuse_lowlevel_ops *ops);
+void readdir_ops(struct fuse_lowlevel_ops *ops);
+void xattr_ops(struct fuse_lowlevel_ops *ops);
+void file_ops(struct fuse_lowlevel_ops *ops);
+/* Is the directory empty as the view shows it? 1 yes, 0 no, -errno. */
+int dir_empty_in_view(struct viewfs *fs, struct vnode *d);
+/* Create a regular file as create(2) does (dir.c), for file.c's create. */
+int dir_create_file(struct viewfs *fs, fuse_req_t req, struct vnode *p, const char *name,
+		    mode_t mode, int flags, struct fuse_entry_param *e, int *fd_out,
+		    struct vnode **node_out, enum layer *layer_out);
+/* Register an open file on its node (file.c). */
+struct vhandle *handle_new(struct viewfs *fs, struct vnode *n, int fd, enum layer layer,
+			   bool direct);
+/* Open flags for a real file behind a kernel open (write-back cache rules, file.c). */
+int real_open_flags(struct viewfs *fs, int flags);
+
+/* The virtual owner of an object created by this request: the caller's ids (vstat). */
+void request_ids(fuse_req_t req, uid_t *uid, gid_t *gid);
+
+/* Log a corrupt record once per run (a broken layer must not flood the log). */
+void report_corrupt(struct viewfs *fs, struct vnode *d, const char *name, const char *why);
+
+#endif

@@ -1,0 +1,385 @@
+/* Resolving a name across the layers, and the except= paths.
+ *
+ * Which object a name of the view is (docs/viewfs-layer-format.md, "Which entry wins"):
+ * an except= path is the original's; otherwise the layer's entry if there is one (a directory
+ * merged with the original's directory unless its record says opaque, or redirected to another
+ * original directory when it was renamed); otherwise the original's, unless a whiteout hides it.
+ * Every step works on directory fds held by the nodes (never on paths rebuilt from the root),
+ * and whiteouts and records come from the cached .- listing (metadir.c), so a lookup costs one
+ * fstatat per layer that can hold the name, and no more. */
+#include "fs.h"
+
+#include "log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------------ except= */
+
+const struct except_node *except_child(const struct except_node *e, const char *name)
+{
+	if (!e)
+		return NULL;
+	for (const struct except_node *c = e->child; c; c = c->next)
+		if (strcmp(c->name, name) == 0)
+			return c;
+	return NULL;
+}
+
+int except_build(struct viewfs *fs)
+{
+	fs->except_root = calloc(1, sizeof *fs->except_root);
+	if (!fs->except_root)
+		return -ENOMEM;
+	for (char **p = fs->cfg->except_paths; p && *p; p++) {
+		struct except_node *e = fs->except_root;
+		char *copy = strdup(*p), *save = NULL;
+		if (!copy)
+			return -ENOMEM;
+		for (char *c = strtok_r(copy, "/", &save); c; c = strtok_r(NULL, "/", &save)) {
+			struct except_node *child = (struct except_node *)except_child(e, c);
+			if (!child) {
+				child = calloc(1, sizeof *child);
+				if (!child || !(child->name = strdup(c))) {
+					free(child);
+					free(copy);
+					return -ENOMEM;
+				}
+				child->next = e->child;
+				e->child = child;
+			}
+			e = child;
+		}
+		e->terminal = true;
+		free(copy);
+	}
+	return 0;
+}
+
+void except_free(struct except_node *e)
+{
+	while (e) {
+		struct except_node *next = e->next;
+		except_free(e->child);
+		free(e->name);
+		free(e);
+		e = next;
+	}
+}
+
+/* ------------------------------------------------------------------ resolving */
+
+void resolved_clear(struct resolved *r)
+{
+	vrecord_clear(&r->rec);
+}
+
+/* The original directory a renamed directory merges: a path recorded by viewfs itself, opened
+ * beneath the original's root without following symlinks, so that a record edited by hand can
+ * never reach outside MOUNTPOINT. */
+static int open_redirect(struct viewfs *fs, const char *path)
+{
+	struct open_how how = {
+		.flags = O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC,
+		.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS,
+	};
+	return (int)syscall(SYS_openat2, fs->lower_root, path + 1, &how, sizeof how);
+}
+
+bool lower_has(struct viewfs *fs, struct vnode *p, const char *name, struct stat *st)
+{
+	(void)fs;
+	struct stat tmp;
+	if (!p->in_lower || p->fd[LOWER] < 0)
+		return false;
+	return fstatat(p->fd[LOWER], name, st ? st : &tmp, AT_SYMLINK_NOFOLLOW) == 0;
+}
+
+int resolve(struct viewfs *fs, struct vnode *p, const char *name, struct resolved *r)
+{
+	memset(r, 0, sizeof *r);
+	if (!S_ISDIR(p->type))
+		return -ENOTDIR;
+	const struct except_node *ec = except_child(p->except, name);
+	if (p->excepted || (ec && ec->terminal)) {
+		r->excepted = true;
+		if (p->fd[LOWER] < 0)
+			return -ENOENT;
+		if (fstatat(p->fd[LOWER], name, &r->st, AT_SYMLINK_NOFOLLOW) < 0)
+			return -errno;
+		r->in_lower = true;
+		r->lst = r->st;
+		r->type = r->st.st_mode & S_IFMT;
+		r->ino = vfs_ino(fs, r->st.st_dev, r->st.st_ino);
+		return 0;
+	}
+	r->except = ec;
+	if (p == fs->root && strcmp(name, META_NAME) == 0)
+		return -ENOENT; /* the layer's metadata, and whatever the original has there */
+
+	unsigned mf = meta_flags(fs, p, name);
+	bool whiteout = (mf & META_WHITEOUT) && fs->mode != VIEWFS_MOVE;
+	if (p->in_upper) {
+		if (fstatat(p->fd[UPPER], name, &r->st, AT_SYMLINK_NOFOLLOW) == 0)
+			r->in_upper = true;
+		else if (errno != ENOENT)
+			return -errno;
+	}
+	if (p->in_lower && !whiteout && (!r->in_upper || S_ISDIR(r->st.st_mode))) {
+		struct stat lst;
+		if (fstatat(p->fd[LOWER], name, &lst, AT_SYMLINK_NOFOLLOW) == 0) {
+			if (!r->in_upper) {
+				r->in_lower = true;
+				r->st = r->lst = lst;
+			} else if (S_ISDIR(lst.st_mode)) {
+				r->in_lower = true;
+				r->lst = lst;
+			}
+		} else if (errno != ENOENT && !r->in_upper) {
+			return -errno;
+		}
+	}
+	if (!r->in_upper && !r->in_lower)
+		return -ENOENT;
+
+	if (mf & META_RECORD) {
+		int rc = meta_record(fs, p, name, &r->rec);
+		if (rc < 0)
+			return rc;
+		r->has_rec = rc > 0;
+	}
+	if (r->in_upper && S_ISDIR(r->st.st_mode) && r->has_rec) {
+		if (r->rec.has & VREC_OPAQUE) {
+			r->in_lower = false;
+		} else if (r->rec.has & VREC_REDIRECT) {
+			int fd = open_redirect(fs, r->rec.redirect);
+			r->in_lower = fd >= 0 && fstat(fd, &r->lst) == 0 && S_ISDIR(r->lst.st_mode);
+			if (fd >= 0)
+				close(fd);
+		}
+	}
+	r->type = r->st.st_mode & S_IFMT;
+	if (r->has_rec && (r->rec.has & VREC_TYPE) && S_ISREG(r->st.st_mode))
+		r->type = r->rec.type;
+	if (r->has_rec && (r->rec.has & VREC_INO))
+		r->ino = r->rec.ino;
+	else if (r->in_lower)
+		r->ino = vfs_ino(fs, r->lst.st_dev, r->lst.st_ino);
+	else
+		r->ino = vfs_ino(fs, r->st.st_dev, r->st.st_ino);
+	return 0;
+}
+
+/* Open the O_PATH fds a new node of r keeps. */
+static int resolve_fds(struct viewfs *fs, struct vnode *p, const char *name,
+		       const struct resolved *r, int fds[2])
+{
+	fds[LOWER] = fds[UPPER] = -1;
+	bool dir = S_ISDIR(r->type);
+	const int dflags = O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
+	/* Other files keep an fd only when hard-linked: their name alone may go away while the
+	 * object lives on under another one. Everything else is reached through the parent. */
+	bool own = dir || r->st.st_nlink > 1;
+	int flags = dir ? dflags : O_PATH | O_NOFOLLOW | O_CLOEXEC;
+
+	if (r->in_upper && own) {
+		fds[UPPER] = openat(p->fd[UPPER], name, flags);
+		if (fds[UPPER] < 0)
+			return -errno;
+	}
+	if (r->in_lower && (dir || (own && !r->in_upper))) {
+		if (dir && r->in_upper && r->has_rec && (r->rec.has & VREC_REDIRECT))
+			fds[LOWER] = open_redirect(fs, r->rec.redirect);
+		else
+			fds[LOWER] = openat(p->fd[LOWER], name, flags);
+		if (fds[LOWER] < 0) {
+			int e = errno;
+			if (fds[UPPER] >= 0)
+				close(fds[UPPER]);
+			fds[UPPER] = -1;
+			return -e;
+		}
+	}
+	if (dir && r->except && fds[LOWER] < 0 && p->fd[LOWER] >= 0)
+		fds[LOWER] = openat(p->fd[LOWER], name, dflags); /* only to reach the except= path */
+	return 0;
+}
+
+/* Does an existing node stand for what r resolved? Directories have exactly one name; other
+ * files are shared by all their names (hard links are one kernel inode). */
+static bool node_matches(const struct vnode *n, const struct resolved *r, const struct vnode *p,
+			 const char *name)
+{
+	if (n->type != r->type || n->excepted != r->excepted)
+		return false;
+	if (!S_ISDIR(r->type))
+		return true;
+	return n->parent == p && !n->unlinked && strcmp(n->name, name) == 0 &&
+	       n->in_upper == r->in_upper && n->in_lower == r->in_lower;
+}
+
+void entry_fill(struct viewfs *fs, struct fuse_entry_param *e, struct vnode *n,
+		const struct stat *st)
+{
+	memset(e, 0, sizeof *e);
+	e->ino = node_id(fs, n);
+	e->attr = *st;
+	e->attr_timeout = fs->timeout;
+	e->entry_timeout = fs->timeout;
+}
+
+static void attr_of_resolved(struct viewfs *fs, const struct resolved *r, struct stat *st)
+{
+	*st = r->st;
+	apply_record(fs, st, r->has_rec ? &r->rec : NULL,
+		     S_ISDIR(r->type) && r->in_upper && r->in_lower);
+	st->st_ino = r->ino;
+}
+
+static struct vnode *find_match_locked(struct viewfs *fs, const struct resolved *r,
+				       const struct vnode *p, const char *name)
+{
+	for (struct vnode *n = node_find_locked(fs, r->ino); n; n = n->hnext)
+		if (n->ino == r->ino && node_matches(n, r, p, name))
+			return n;
+	return NULL;
+}
+
+struct vnode *node_of_resolved(struct viewfs *fs, struct vnode *p, const char *name,
+			       const struct resolved *r)
+{
+	pthread_mutex_lock(&fs->table_lock);
+	struct vnode *n = find_match_locked(fs, r, p, name);
+	pthread_mutex_unlock(&fs->table_lock);
+	return n;
+}
+
+int lookup_entry(struct viewfs *fs, struct vnode *p, const char *name,
+		 struct fuse_entry_param *e, struct vnode **out, bool wlocked)
+{
+	struct resolved r;
+	int rc = resolve(fs, p, name, &r);
+	if (rc < 0)
+		return rc;
+	struct stat st;
+	attr_of_resolved(fs, &r, &st);
+
+	pthread_mutex_lock(&fs->table_lock);
+	struct vnode *n = find_match_locked(fs, &r, p, name);
+	if (n)
+		n->refs++;
+	pthread_mutex_unlock(&fs->table_lock);
+
+	if (n && n->unlinked && !S_ISDIR(n->type)) {
+		/* a name of a hard-linked file whose known name was removed: it becomes the
+		 * node's name (a change, so under the write lock) */
+		if (!wlocked) {
+			node_unref(fs, n, 1);
+			resolved_clear(&r);
+			return -EAGAIN;
+		}
+		rc = node_set_name(fs, n, p, name);
+		vrecord_clear(&n->last_rec);
+		if (rc < 0) {
+			node_unref(fs, n, 1);
+			resolved_clear(&r);
+			return rc;
+		}
+	}
+	if (n) {
+		if (n->in_upper != r.in_upper) {
+			/* another name of a file already known (a hard link of the original that
+			 * was copied up through its other name, or a name given after the last one
+			 * was removed): the node's state is the truth */
+			rc = node_getattr(fs, n, &st);
+			if (rc < 0) {
+				node_unref(fs, n, 1);
+				resolved_clear(&r);
+				return rc;
+			}
+		}
+		resolved_clear(&r);
+		entry_fill(fs, e, n, &st);
+		if (out)
+			*out = n;
+		return 0;
+	}
+
+	int fds[2];
+	rc = resolve_fds(fs, p, name, &r, fds);
+	if (rc < 0) {
+		resolved_clear(&r);
+		return rc;
+	}
+	struct vnode *nn = node_alloc(name, r.type);
+	if (!nn) {
+		for (int l = 0; l < 2; l++)
+			if (fds[l] >= 0)
+				close(fds[l]);
+		resolved_clear(&r);
+		return -ENOMEM;
+	}
+	nn->ino = r.ino;
+	nn->in_upper = r.in_upper;
+	nn->in_lower = r.in_lower;
+	nn->excepted = r.excepted;
+	nn->except = r.except;
+	nn->fd[LOWER] = fds[LOWER];
+	nn->fd[UPPER] = fds[UPPER];
+	nn->parent = p;
+	nn->refs = 1;
+	resolved_clear(&r);
+
+	pthread_mutex_lock(&fs->table_lock);
+	n = find_match_locked(fs, &r, p, name);
+	if (n) {
+		/* another thread made it meanwhile */
+		n->refs++;
+	} else {
+		p->refs++; /* the child names its parent */
+		node_insert_locked(fs, nn);
+		n = nn;
+		nn = NULL;
+	}
+	pthread_mutex_unlock(&fs->table_lock);
+	if (nn) {
+		nn->parent = NULL;
+		node_close_fds(nn);
+		pthread_mutex_destroy(&nn->copyup_lock);
+		free(nn->name);
+		free(nn);
+	}
+	entry_fill(fs, e, n, &st);
+	if (out)
+		*out = n;
+	return 0;
+}
+
+char *lower_path(struct viewfs *fs, struct vnode *n)
+{
+	if (n == fs->root)
+		return strdup("");
+	if (n->in_upper && S_ISDIR(n->type)) {
+		struct vrecord rec;
+		if (meta_node_record(fs, n, &rec) > 0 && (rec.has & VREC_REDIRECT)) {
+			char *p = strdup(rec.redirect + 1);
+			vrecord_clear(&rec);
+			return p;
+		}
+		vrecord_clear(&rec);
+	}
+	char *pp = lower_path(fs, n->parent);
+	if (!pp)
+		return NULL;
+	char *out = NULL;
+	if (asprintf(&out, "%s%s%s", pp, *pp ? "/" : "", n->name) < 0)
+		out = NULL;
+	free(pp);
+	return out;
+}

@@ -1,0 +1,250 @@
+/* Nodes: one per object the kernel knows (see struct vnode in fs.h). The FUSE nodeid is the
+ * node's address (the root is FUSE_ROOT_ID); a hash table keyed by the view's st_ino finds the
+ * node of an object again, so hard links are one kernel inode.
+ *
+ * The table is a plain chained hash written here rather than taken from a library: it is about
+ * fifty lines and needs a lock discipline of its own (table_lock, fs.h) that a generic container
+ * would not give.
+ *
+ * References: the kernel's lookup count, one per child node (a child names its parent), and
+ * short holds by operations. A node is freed when the count reaches zero. */
+#include "fs.h"
+
+#include "log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static size_t bucket(const struct viewfs *fs, uint64_t ino)
+{
+	return (size_t)((ino * UINT64_C(0x9E3779B97F4A7C15)) >> 20) & (fs->table_size - 1);
+}
+
+int node_table_init(struct viewfs *fs)
+{
+	fs->table_size = 4096;
+	fs->table = calloc(fs->table_size, sizeof *fs->table);
+	return fs->table ? 0 : -ENOMEM;
+}
+
+static void grow(struct viewfs *fs)
+{
+	size_t nsize = fs->table_size * 2;
+	struct vnode **nt = calloc(nsize, sizeof *nt);
+	if (!nt)
+		return; /* longer chains, still correct */
+	struct vnode **old = fs->table;
+	size_t osize = fs->table_size;
+	fs->table = nt;
+	fs->table_size = nsize;
+	for (size_t i = 0; i < osize; i++) {
+		for (struct vnode *n = old[i], *next; n; n = next) {
+			next = n->hnext;
+			size_t b = bucket(fs, n->ino);
+			n->hnext = nt[b];
+			nt[b] = n;
+		}
+	}
+	free(old);
+}
+
+struct vnode *node_find_locked(struct viewfs *fs, uint64_t ino)
+{
+	for (struct vnode *n = fs->table[bucket(fs, ino)]; n; n = n->hnext)
+		if (n->ino == ino)
+			return n;
+	return NULL;
+}
+
+void node_insert_locked(struct viewfs *fs, struct vnode *n)
+{
+	if (fs->table_count + 1 > fs->table_size)
+		grow(fs);
+	size_t b = bucket(fs, n->ino);
+	n->hnext = fs->table[b];
+	fs->table[b] = n;
+	n->hashed = true;
+	fs->table_count++;
+	/* every node the kernel may name is also on the list freed at unmount */
+	n->all_next = fs->all;
+	n->all_prev = NULL;
+	if (fs->all)
+		fs->all->all_prev = n;
+	fs->all = n;
+}
+
+static void untrack_locked(struct viewfs *fs, struct vnode *n)
+{
+	if (n->all_prev)
+		n->all_prev->all_next = n->all_next;
+	else if (fs->all == n)
+		fs->all = n->all_next;
+	if (n->all_next)
+		n->all_next->all_prev = n->all_prev;
+	n->all_prev = n->all_next = NULL;
+}
+
+void node_unhash_locked(struct viewfs *fs, struct vnode *n)
+{
+	if (!n->hashed)
+		return;
+	for (struct vnode **pp = &fs->table[bucket(fs, n->ino)]; *pp; pp = &(*pp)->hnext) {
+		if (*pp == n) {
+			*pp = n->hnext;
+			break;
+		}
+	}
+	n->hashed = false;
+	n->hnext = NULL;
+	fs->table_count--;
+}
+
+struct vnode *node_alloc(const char *name, mode_t type)
+{
+	struct vnode *n = calloc(1, sizeof *n);
+	if (!n)
+		return NULL;
+	n->name = strdup(name);
+	if (!n->name) {
+		free(n);
+		return NULL;
+	}
+	n->type = type;
+	n->fd[LOWER] = n->fd[UPPER] = -1;
+	pthread_mutex_init(&n->copyup_lock, NULL);
+	return n;
+}
+
+void node_close_fds(struct vnode *n)
+{
+	for (int l = 0; l < 2; l++) {
+		if (n->fd[l] >= 0)
+			close(n->fd[l]);
+		n->fd[l] = -1;
+	}
+}
+
+static void node_free(struct vnode *n)
+{
+	node_close_fds(n);
+	meta_free(atomic_load(&n->meta));
+	vrecord_clear(&n->last_rec);
+	pthread_mutex_destroy(&n->copyup_lock);
+	free(n->name);
+	free(n);
+}
+
+struct vnode *node_from_id(struct viewfs *fs, fuse_ino_t id)
+{
+	return id == FUSE_ROOT_ID ? fs->root : (struct vnode *)(uintptr_t)id;
+}
+
+fuse_ino_t node_id(struct viewfs *fs, struct vnode *n)
+{
+	return n == fs->root ? FUSE_ROOT_ID : (fuse_ino_t)(uintptr_t)n;
+}
+
+void node_ref(struct viewfs *fs, struct vnode *n)
+{
+	pthread_mutex_lock(&fs->table_lock);
+	n->refs++;
+	pthread_mutex_unlock(&fs->table_lock);
+}
+
+void node_unref(struct viewfs *fs, struct vnode *n, uint64_t count)
+{
+	pthread_mutex_lock(&fs->table_lock);
+	while (n) {
+		if (n->refs < count) {
+			vo_error("reference count of %s below zero", n->name);
+			n->refs = count;
+		}
+		n->refs -= count;
+		if (n->refs > 0 || n == fs->root)
+			break;
+		node_unhash_locked(fs, n);
+		untrack_locked(fs, n);
+		struct vnode *parent = n->parent;
+		node_free(n);
+		n = parent;
+		count = 1;
+	}
+	pthread_mutex_unlock(&fs->table_lock);
+}
+
+int node_set_name(struct viewfs *fs, struct vnode *n, struct vnode *parent, const char *name)
+{
+	char *copy = strdup(name);
+	if (!copy)
+		return -ENOMEM;
+	struct vnode *old = n->parent;
+	if (parent != old) {
+		node_ref(fs, parent);
+		n->parent = parent;
+	}
+	free(n->name);
+	n->name = copy;
+	n->unlinked = false;
+	if (old && old != parent)
+		node_unref(fs, old, 1);
+	return 0;
+}
+
+int node_at(struct vnode *n, enum layer layer, const char **name)
+{
+	if (n->fd[layer] >= 0) {
+		*name = "";
+		return n->fd[layer];
+	}
+	if (!n->parent)
+		return -1;
+	*name = n->name;
+	return n->parent->fd[layer];
+}
+
+int node_open(struct vnode *n, enum layer layer, int flags)
+{
+	const char *name;
+	int at = node_at(n, layer, &name);
+	if (at < 0) {
+		errno = ENOENT;
+		return -1;
+	}
+	if (*name)
+		return openat(at, name, flags | O_NOFOLLOW | O_CLOEXEC);
+	if (flags & O_PATH)
+		return fcntl(at, F_DUPFD_CLOEXEC, 0);
+	/* reopen an O_PATH fd with real access modes: through its /proc/self/fd link */
+	char path[64];
+	snprintf(path, sizeof path, "/proc/self/fd/%d", at);
+	return open(path, (flags & ~O_NOFOLLOW) | O_CLOEXEC);
+}
+
+int node_stat(struct vnode *n, enum layer layer, struct stat *st)
+{
+	const char *name;
+	int at = node_at(n, layer, &name);
+	if (at < 0) {
+		errno = ENOENT;
+		return -1;
+	}
+	return fstatat(at, name, st, AT_SYMLINK_NOFOLLOW | (*name ? 0 : AT_EMPTY_PATH));
+}
+
+void node_table_free(struct viewfs *fs)
+{
+	/* After unmount the kernel sends no more forgets: free what is left, in any order
+	 * (nothing is dereferenced any more). */
+	for (struct vnode *n = fs->all, *next; n; n = next) {
+		next = n->all_next;
+		if (n != fs->root)
+			node_free(n);
+	}
+	fs->all = NULL;
+	free(fs->table);
+	fs->table = NULL;
+}

@@ -1,0 +1,44 @@
+/* viewfs as a library: what the `viewfs` command (main.c) and a launcher that gives a command
+ * its own root (views) need to set up, mount and serve a view.
+ *
+ * The original tree and the layer are passed as directory fds opened BEFORE the mount: the
+ * daemon reaches the real files only through them (and fds derived from them), never through a
+ * path that could lead into its own mount. A launcher opens them, enters its namespaces, and
+ * calls viewfs_mount()/viewfs_serve() on whatever mount point it likes. */
+#ifndef VIEWFS_VIEWFS_H
+#define VIEWFS_VIEWFS_H
+
+#include "config.h"
+#include "daemon.h" /* common/ */
+
+#include <fuse_lowlevel.h>
+#include <stdbool.h>
+
+struct viewfs;
+
+/* Build the state of a view. cfg has passed viewfs_config_check() and must outlive the
+ * result. lower_fd is the original (the mount point's directory), layer_fd is SOURCE: both
+ * directory fds (O_PATH is enough); on success the result owns them. Creates SOURCE/.- in cow
+ * and mincow. NULL after a one-line error; *status is the exit code to use. */
+struct viewfs *viewfs_new(struct viewfs_config *cfg, int lower_fd, int layer_fd, bool readonly,
+			  int *status);
+void viewfs_free(struct viewfs *fs);
+
+const struct fuse_lowlevel_ops *viewfs_ops(void);
+
+/* Mount at mountpoint (vo_mount with the options the view needs). NULL after a message. */
+struct fuse_session *viewfs_mount(struct viewfs *fs, struct vo_cmdline *cl, const char *fsname,
+				  const char *mountpoint);
+
+/* Mount, report readiness (vo_detach_ready), serve until unmounted or signalled, unmount.
+ * Returns an exit code. */
+int viewfs_run(struct viewfs *fs, struct vo_cmdline *cl, const char *fsname,
+	       const char *mountpoint);
+
+/* Open SOURCE and MOUNTPOINT as viewfs_new() wants them, refusing a layer inside the mount point
+ * (unless under an except= path) and a mount point inside the layer: the daemon would then
+ * reach its own mount. 0, or an exit code after a one-line error. */
+int viewfs_open_dirs(const struct viewfs_config *cfg, const char *source, const char *mountpoint,
+		     int *layer_fd, int *lower_fd);
+
+#endif

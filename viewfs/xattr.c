@@ -1,0 +1,170 @@
+/* Extended attributes: read from the object that serves a name; a change goes where every
+ * other change goes (attr.c's rules: the layer after a copy-up in cow, the original when it
+ * allows it in mincow, read-only entries of SOURCE in merge).
+ *
+ * The calls go through /proc/self/fd/N of the node's fd (or through the parent's fd and the
+ * name with the l*xattr calls), because the fds nodes keep are O_PATH, which the f*xattr calls
+ * do not accept. */
+#include "fs.h"
+
+#include "log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#define NEED_COPY_UP 1
+
+/* A path for the l*xattr calls that names n's object in layer l without following a final
+ * symlink: "/proc/self/fd/DIRFD/NAME", or "/proc/self/fd/FD" for a node with its own fd. */
+static int xattr_path(struct vnode *n, enum layer l, char *buf, size_t len)
+{
+	const char *name;
+	int at = node_at(n, l, &name);
+	if (at < 0)
+		return -ENOENT;
+	if (*name)
+		snprintf(buf, len, "/proc/self/fd/%d/%s", at, name);
+	else
+		snprintf(buf, len, "/proc/self/fd/%d", at);
+	return 0;
+}
+
+static void vfs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	struct viewfs *fs = fuse_req_userdata(req);
+	struct vnode *n = node_from_id(fs, ino);
+	char path[PATH_MAX + 64];
+	char *buf = size ? malloc(size) : NULL;
+	if (size && !buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	ns_read(fs);
+	ssize_t r = xattr_path(n, node_layer(n), path, sizeof path);
+	if (r == 0) {
+		r = lgetxattr(path, name, buf, size);
+		if (r < 0)
+			r = -errno;
+	}
+	ns_unlock(fs);
+	if (r < 0)
+		fuse_reply_err(req, (int)-r);
+	else if (size == 0)
+		fuse_reply_xattr(req, (size_t)r);
+	else
+		fuse_reply_buf(req, buf, (size_t)r);
+	free(buf);
+}
+
+static void vfs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	struct viewfs *fs = fuse_req_userdata(req);
+	struct vnode *n = node_from_id(fs, ino);
+	char path[PATH_MAX + 64];
+	char *buf = size ? malloc(size) : NULL;
+	if (size && !buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	ns_read(fs);
+	ssize_t r = xattr_path(n, node_layer(n), path, sizeof path);
+	if (r == 0) {
+		r = llistxattr(path, buf, size);
+		if (r < 0)
+			r = -errno;
+	}
+	ns_unlock(fs);
+	if (r < 0)
+		fuse_reply_err(req, (int)-r);
+	else if (size == 0)
+		fuse_reply_xattr(req, (size_t)r);
+	else
+		fuse_reply_buf(req, buf, (size_t)r);
+	free(buf);
+}
+
+/* set (value != NULL) or remove an attribute (ns write lock held). */
+static int change_locked(struct viewfs *fs, struct vnode *n, const char *name, const char *value,
+			 size_t size, int flags)
+{
+	char path[PATH_MAX + 64];
+	enum layer l;
+	if (n->excepted) {
+		l = LOWER;
+	} else if (fs->mode == VIEWFS_MOVE) {
+		l = UPPER;
+	} else if (n->in_upper) {
+		if (fs->mode == VIEWFS_MERGE)
+			return -EROFS;
+		l = UPPER;
+	} else {
+		l = LOWER;
+	}
+	int rc = xattr_path(n, l, path, sizeof path);
+	if (rc < 0)
+		return rc;
+	bool real = l == UPPER || n->excepted || fs->mode == VIEWFS_MERGE ||
+		    fs->mode == VIEWFS_MINCOW;
+	if (real) {
+		int r = value ? lsetxattr(path, name, value, size, flags) : lremovexattr(path, name);
+		rc = r < 0 ? -errno : 0;
+		if (rc == 0 || l == UPPER || n->excepted || fs->mode == VIEWFS_MERGE ||
+		    !refused(-rc))
+			return rc;
+	}
+	/* cow, or mincow refused: the change goes to a copy */
+	if (S_ISDIR(n->type)) {
+		rc = ensure_upper_dir(fs, n);
+		if (rc < 0)
+			return rc;
+		if ((rc = xattr_path(n, UPPER, path, sizeof path)) < 0)
+			return rc;
+		int r = value ? lsetxattr(path, name, value, size, flags) : lremovexattr(path, name);
+		return r < 0 ? -errno : 0;
+	}
+	return NEED_COPY_UP;
+}
+
+static void change(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+		   size_t size, int flags)
+{
+	struct viewfs *fs = fuse_req_userdata(req);
+	struct vnode *n = node_from_id(fs, ino);
+	int rc = 0;
+	for (int attempt = 0; attempt < 4; attempt++) {
+		ns_write(fs);
+		rc = change_locked(fs, n, name, value, size, flags);
+		ns_unlock(fs);
+		if (rc != NEED_COPY_UP)
+			break;
+		if ((rc = copy_up(fs, n, -1)) < 0)
+			break;
+		rc = -EAGAIN;
+	}
+	fuse_reply_err(req, -rc);
+}
+
+static void vfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+			 size_t size, int flags)
+{
+	change(req, ino, name, value, size, flags);
+}
+
+static void vfs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	change(req, ino, name, NULL, 0, 0);
+}
+
+void xattr_ops(struct fuse_lowlevel_ops *ops)
+{
+	ops->getxattr = vfs_getxattr;
+	ops->listxattr = vfs_listxattr;
+	ops->setxattr = vfs_setxattr;
+	ops->removexattr = vfs_removexattr;
+}
