@@ -12,11 +12,14 @@
 #include "log.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/xattr.h>
+#include <unistd.h>
 
 /* Only this mount changes the image (it is locked), so the kernel may cache names and
  * attributes for long. A name looked up in another case than it is stored gets no caching:
@@ -24,6 +27,118 @@
 static const double CACHE_TIMEOUT = 60.0;
 
 #define XATTR_NAME "user.fat.attributes"
+
+/* --- stale names: the kernel is told to drop them, from a thread of their own ---
+ * The notification takes the parent directory's lock in the kernel, which the request that
+ * caused it still holds until we reply: sent from the request's own thread it would deadlock. */
+struct stale {
+	fuse_ino_t parent;
+	char *name;
+	struct stale *next;
+};
+static struct {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct stale *head, **tail;
+	struct fuse_session *se;
+	pthread_t thread;
+	bool running, stop;
+} notifier = { PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, &notifier.head,
+	       NULL, 0, false, false };
+
+static fuse_ino_t id_of(struct fat_volume *vol, struct fat_node *n);
+
+/* FUSE_NOTIFY_INC_EPOCH (protocol 7.44, Linux 6.16): every dentry cached before it is looked
+ * up again. The kernel takes no lock for it, so it can be sent before the reply, and the
+ * syscall that changed the name returns with no stale name left. libfuse 3.14 predates it:
+ * the message is the bare notification header. */
+enum { NOTIFY_INC_EPOCH = 8 };
+static int epoch_state; /* 0 untried, 1 works, -1 refused by this kernel */
+
+static bool bump_epoch(struct fuse_session *se)
+{
+	if (epoch_state < 0 || !se)
+		return false;
+	struct {
+		uint32_t len;
+		int32_t code;
+		uint64_t unique;
+	} h = { sizeof h, NOTIFY_INC_EPOCH, 0 };
+	bool ok = write(fuse_session_fd(se), &h, sizeof h) == (ssize_t)sizeof h;
+	epoch_state = ok ? 1 : -1;
+	return ok;
+}
+
+static void queue_stale(struct fat_volume *vol, struct fat_node *parent, const char *name)
+{
+	if (bump_epoch(notifier.se))
+		return;
+	struct stale *st = malloc(sizeof *st);
+	if (!st || !(st->name = strdup(name))) {
+		free(st);
+		return; /* the dentry then lives out its timeout */
+	}
+	st->parent = id_of(vol, parent);
+	st->next = NULL;
+	pthread_mutex_lock(&notifier.lock);
+	*notifier.tail = st;
+	notifier.tail = &st->next;
+	pthread_cond_signal(&notifier.cond);
+	pthread_mutex_unlock(&notifier.lock);
+}
+
+static void *notifier_main(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&notifier.lock);
+	for (;;) {
+		while (!notifier.head && !notifier.stop)
+			pthread_cond_wait(&notifier.cond, &notifier.lock);
+		struct stale *st = notifier.head;
+		if (!st)
+			break;
+		notifier.head = st->next;
+		if (!notifier.head)
+			notifier.tail = &notifier.head;
+		pthread_mutex_unlock(&notifier.lock);
+		if (!notifier.stop)
+			fuse_lowlevel_notify_inval_entry(notifier.se, st->parent, st->name,
+							 strlen(st->name));
+		free(st->name);
+		free(st);
+		pthread_mutex_lock(&notifier.lock);
+	}
+	pthread_mutex_unlock(&notifier.lock);
+	return NULL;
+}
+
+int fat_fuse_attach(struct fat_volume *vol, struct fuse_session *se)
+{
+	notifier.se = se;
+	notifier.stop = false;
+	if (pthread_create(&notifier.thread, NULL, notifier_main, NULL) != 0)
+		return -EAGAIN;
+	notifier.running = true;
+	pthread_mutex_lock(&vol->lock);
+	vol->stale_name = queue_stale;
+	pthread_mutex_unlock(&vol->lock);
+	return 0;
+}
+
+void fat_fuse_detach(struct fat_volume *vol)
+{
+	pthread_mutex_lock(&vol->lock);
+	vol->stale_name = NULL;
+	pthread_mutex_unlock(&vol->lock);
+	if (!notifier.running)
+		return;
+	pthread_mutex_lock(&notifier.lock);
+	notifier.stop = true;
+	pthread_cond_signal(&notifier.cond);
+	pthread_mutex_unlock(&notifier.lock);
+	pthread_join(notifier.thread, NULL);
+	notifier.running = false;
+}
 
 static struct fat_volume *vol_of(fuse_req_t req)
 {
@@ -294,6 +409,14 @@ static void f_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fat_volume *vol = vol_of(req);
 	struct fat_node *n = node_of(vol, ino);
+	/* libfuse asks the kernel for atomic O_TRUNC: the truncation is ours to do */
+	if ((fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY) {
+		int r = fat_file_truncate(vol, n, 0);
+		if (r < 0) {
+			fuse_reply_err(req, -r);
+			return;
+		}
+	}
 	pthread_mutex_lock(&vol->lock);
 	n->nopen++;
 	n->refs++;

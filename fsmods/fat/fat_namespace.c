@@ -219,6 +219,14 @@ out:
 	return r;
 }
 
+/* The entry at slot of dir is about to be removed or renamed by the kernel under `name`; if it
+ * is stored under another spelling, the kernel's dentry for that one goes stale. */
+static void spelled(struct fat_volume *vol, struct fat_node *dir, int32_t slot, const char *name)
+{
+	if (slot >= 0 && vol->stale_name && strcmp(dir->dir->names[slot]->name, name) != 0)
+		vol->stale_name(vol, dir, dir->dir->names[slot]->name);
+}
+
 /* The entry of name in dir, for a change: its slot, or -errno. */
 static int32_t find_entry(struct fat_volume *vol, struct fat_node *dir, const char *name)
 {
@@ -249,6 +257,7 @@ int fat_vol_unlink(struct fat_volume *vol, struct fat_node *dir, const char *nam
 		r = -EIO; /* freeing a broken chain could free clusters of other files */
 	if (r == 0) {
 		uint64_t loc = vol_slot_location(vol, dir, (uint32_t)slot);
+		spelled(vol, dir, slot, name);
 		fat_dir_remove(dir->dir, (uint32_t)slot);
 		vol_dir_changed(vol, dir);
 		dir_touched(vol, dir, &now);
@@ -281,6 +290,7 @@ int fat_vol_rmdir(struct fat_volume *vol, struct fat_node *dir, const char *name
 	if (r == 0 && n->dir->nnames > 0)
 		r = -ENOTEMPTY;
 	if (r == 0) {
+		spelled(vol, dir, slot, name);
 		fat_dir_remove(dir->dir, (uint32_t)slot);
 		vol_dir_changed(vol, dir);
 		dir_touched(vol, dir, &now);
@@ -432,10 +442,13 @@ int fat_vol_rename(struct fat_volume *vol, struct fat_node *dir, const char *nam
 		goto out;
 
 	if (flags & RENAME_EXCHANGE) {
-		if (!dst)
+		if (!dst) {
 			r = newdir == dir && t == s ? 0 : -ENOENT;
-		else
+		} else {
+			spelled(vol, dir, s, name);
+			spelled(vol, newdir, t, newname);
 			r = rename_exchange(vol, src, dst, &now);
+		}
 		if (r == 0) {
 			dir_touched(vol, dir, &now);
 			dir_touched(vol, newdir, &now);
@@ -480,6 +493,9 @@ int fat_vol_rename(struct fat_volume *vol, struct fat_node *dir, const char *nam
 	}
 	if (src->is_dir && newdir != dir && (r = repoint_dotdot(vol, src, newdir)) < 0)
 		goto out;
+	spelled(vol, dir, s, name);
+	if (dst)
+		spelled(vol, newdir, t, newname);
 	if (dst) {
 		uint64_t loc = vol_slot_location(vol, newdir, dst->slot);
 		fat_dir_remove(newdir->dir, dst->slot);

@@ -78,6 +78,10 @@ struct fat_volume {
 	uint64_t next_ino;       /* for numbers the location cannot give */
 	struct fat_node **dirty_dirs;
 	size_t ndirty, dirty_cap;
+	/* Called (vol->lock held) with a name the kernel may still cache for an entry that was
+	 * just removed or renamed through another spelling of it (another case, or its short
+	 * name): the kernel updated the dentry it was given, not that one. NULL: nobody cares. */
+	void (*stale_name)(struct fat_volume *vol, struct fat_node *parent, const char *name);
 	struct fat_node *nodes;  /* list of every node (the root first) */
 	uint64_t nnodes;
 };

@@ -171,19 +171,54 @@ static void fat_stop(void *state)
 		vo_error("cannot write %s back: %s", name, strerror(-r));
 }
 
-static const struct vo_daemon_ops ops = {
-	.start = fat_start,
-	.ll_ops = &fat_ll_ops,
-	.stop = fat_stop,
-};
-
+/* The life cycle of common/daemon.h, written out with its pieces (as vo_daemon_main does)
+ * because the FUSE glue needs the session once it is mounted (fat_fuse_attach). */
 int main(int argc, char **argv)
 {
 	struct cfg cfg = {
 		.uid = UNSET, .gid = UNSET, .umask = UNSET, .dmask = UNSET, .fmask = UNSET,
 		.codepage = UNSET, .utf8 = 1,
 	};
-	int status = vo_daemon_main(&info, &ops, &cfg, argc, argv);
+	struct vo_cmdline cl;
+	vo_log_init(info.name);
+	int status = vo_cmdline_parse(&info, &cfg, argc, argv, &cl);
+	if (status != 0) {
+		status = status > 0 ? VO_EXIT_OK : VO_EXIT_USAGE;
+		goto out;
+	}
+	vo_log_set_debug(cl.debug);
+	const char *source = cl.positional[0], *mountpoint = cl.positional[1];
+	struct stat st;
+	if (stat(mountpoint, &st) < 0) { /* before the source costs anything */
+		vo_error("cannot mount on %s: %s", mountpoint, strerror(errno));
+		status = VO_EXIT_MOUNT;
+		goto out;
+	}
+	vo_detach_begin(&cl);
+	void *vol = NULL;
+	status = fat_start(&cfg, &cl, &vol);
+	if (status != VO_EXIT_OK)
+		goto out;
+	struct fuse_session *se = vo_mount(&cl, source, mountpoint, &fat_ll_ops, vol, NULL);
+	if (!se) {
+		fat_stop(vol);
+		status = VO_EXIT_MOUNT;
+		goto out;
+	}
+	if (fat_fuse_attach(vol, se) < 0)
+		vo_warn("cannot start the notification thread: renames through another case of a "
+			"name may show stale names for a minute");
+	vo_detach_ready();
+	int r = vo_serve(se, &cl);
+	fat_fuse_detach(vol);
+	vo_unmount(se);
+	fat_stop(vol);
+	if (r < 0) {
+		vo_error("serving %s failed: %s", mountpoint, strerror(-r));
+		status = VO_EXIT_MOUNT;
+	}
+out:
+	vo_cmdline_free(&cl);
 	free(cfg.shortname);
 	free(cfg.iocharset);
 	free(cfg.tz);
