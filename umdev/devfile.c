@@ -214,31 +214,54 @@ static void df_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		forget_open(df, o);
 }
 
+/* A buffer per serving thread, reused: a fresh 1 MiB buffer per request costs more in page
+ * faults than the copy itself (and libfuse's own fallback for replies from an fd does just
+ * that, since a 1 MiB reply does not fit the largest pipe an ordinary user may have). */
+static pthread_key_t buffer_key;
+static pthread_once_t buffer_once = PTHREAD_ONCE_INIT;
+
+struct thread_buffer {
+	size_t size;
+	char data[];
+};
+
+static void free_buffer(void *p)
+{
+	free(p);
+}
+
+static void make_buffer_key(void)
+{
+	pthread_key_create(&buffer_key, free_buffer);
+}
+
+static char *thread_buffer(size_t size)
+{
+	pthread_once(&buffer_once, make_buffer_key);
+	struct thread_buffer *b = pthread_getspecific(buffer_key);
+	if (b && b->size >= size)
+		return b->data;
+	size_t want = size < (1u << 20) ? (1u << 20) : size;
+	struct thread_buffer *nb = malloc(sizeof *nb + want);
+	if (!nb)
+		return NULL;
+	nb->size = want;
+	free(b);
+	pthread_setspecific(buffer_key, nb);
+	return nb->data;
+}
+
 static void df_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
 	(void)ino;
 	struct devfile *df = of(req);
-	struct umdev_extent *e = opened(fi);
-	size_t n = size;
-	uint64_t abs;
-	int fd = umdev_extent_fd(df->disk, e, (uint64_t)off, &n, &abs);
-	if (fd >= 0) {
-		/* libfuse splices from the backing fd when it can, else reads into a buffer */
-		struct fuse_bufvec bv = FUSE_BUFVEC_INIT(n);
-		bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
-		bv.buf[0].fd = fd;
-		bv.buf[0].pos = (off_t)abs;
-		fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE);
-		return;
-	}
-	char *buf = malloc(size ? size : 1);
-	ssize_t r = buf ? umdev_pread(df->disk, e, buf, size, (uint64_t)off) : -ENOMEM;
+	char *buf = thread_buffer(size);
+	ssize_t r = buf ? umdev_pread(df->disk, opened(fi), buf, size, (uint64_t)off) : -ENOMEM;
 	if (r < 0)
 		fuse_reply_err(req, (int)-r);
 	else
 		fuse_reply_buf(req, buf, (size_t)r);
-	free(buf);
 }
 
 static void df_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in, off_t off,
@@ -267,12 +290,11 @@ static void df_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 		return;
 	}
 	/* The general path (NBD source, null device, errors and bounds): through memory. */
-	char *buf = NULL;
 	const void *data = NULL;
 	if (in->count == 1 && !(in->buf[0].flags & FUSE_BUF_IS_FD)) {
 		data = (const char *)in->buf[0].mem + in->off;
 	} else {
-		buf = malloc(size ? size : 1);
+		char *buf = thread_buffer(size);
 		if (!buf) {
 			fuse_reply_err(req, ENOMEM);
 			return;
@@ -281,7 +303,6 @@ static void df_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 		dst.buf[0].mem = buf;
 		ssize_t c = fuse_buf_copy(&dst, in, 0);
 		if (c < 0) {
-			free(buf);
 			fuse_reply_err(req, (int)-c);
 			return;
 		}
@@ -289,7 +310,6 @@ static void df_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 		data = buf;
 	}
 	ssize_t r = umdev_pwrite(df->disk, e, data, size, (uint64_t)off);
-	free(buf);
 	if (r < 0)
 		fuse_reply_err(req, (int)-r);
 	else
