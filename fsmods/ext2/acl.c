@@ -121,3 +121,25 @@ int acl_chmod(void *value, size_t size, mode_t mode)
 	put16((mask ? mask : group_obj) + 2, (mode >> 3) & 7);
 	return 0;
 }
+
+int acl_mode(const void *value, size_t size, mode_t *perm)
+{
+	int n = acl_count(value, size);
+	if (n < 0)
+		return n;
+	unsigned user_obj = 0, group_obj = 0, other = 0, mask = 0;
+	int extended = 0, has_mask = 0;
+	for (int i = 0; i < n; i++) {
+		const unsigned char *e = (const unsigned char *)value + HEADER + (size_t)i * ENTRY;
+		unsigned p = get16(e + 2) & 7;
+		switch (get16(e)) {
+		case TAG_USER_OBJ: user_obj = p; break;
+		case TAG_GROUP_OBJ: group_obj = p; break;
+		case TAG_OTHER: other = p; break;
+		case TAG_MASK: mask = p; has_mask = 1; extended = 1; break;
+		default: extended = 1; break;
+		}
+	}
+	*perm = (mode_t)(user_obj << 6 | (has_mask ? mask : group_obj) << 3 | other);
+	return extended;
+}

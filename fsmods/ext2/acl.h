@@ -25,6 +25,11 @@ int acl_count(const void *value, size_t size);
  * the mode bits say everything, -EINVAL when the value is malformed. */
 int acl_inherit(void *value, size_t size, mode_t *mode);
 
+/* Setting an access ACL sets the permission bits too: owner from the owner entry, group from
+ * the mask (or the owning group), other from the other entry. Returns 1 when the ACL must be
+ * stored (it has named users/groups or a mask), 0 when the mode says it all, -EINVAL. */
+int acl_mode(const void *value, size_t size, mode_t *perm);
+
 /* chmod on an inode with an access ACL: the owner, mask (or group) and other entries take
  * the new permission bits. 0 or -EINVAL. */
 int acl_chmod(void *value, size_t size, mode_t mode);

@@ -67,6 +67,7 @@ struct e2 {
 	pthread_mutex_t lock;
 	struct e2_config cfg;
 	bool readonly;
+	bool opened;              /* e2_open succeeded: e2_close may write */
 	bool writeback_cache;     /* granted by the kernel in init */
 	bool posix_acl;           /* granted by the kernel in init */
 	bool noatime;

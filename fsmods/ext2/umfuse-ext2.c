@@ -97,6 +97,8 @@ static void e2_init(void *userdata, struct fuse_conn_info *conn)
 	conn->congestion_threshold = conn->max_background * 3 / 4;
 	/* the kernel clears setuid/setgid on write and chown and sends it as a chmod */
 	conn->want &= ~FUSE_CAP_HANDLE_KILLPRIV;
+	/* open is answered ENOSYS (no per-open state), so O_TRUNC must reach us as a setattr */
+	conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC;
 	/* nobody else writes: cached pages never go stale behind the kernel's back */
 	conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
 	if (e->cfg.writeback && (conn->capable & FUSE_CAP_WRITEBACK_CACHE)) {

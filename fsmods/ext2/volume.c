@@ -293,6 +293,7 @@ int e2_open(struct e2 *e, const char *source, bool readonly)
 		e->resv_blocks = (r < 4096 ? r : 4096) * EXT2FS_CLUSTER_RATIO(fs);
 	}
 	e->max_file_size = compute_max_file_size(fs);
+	e->opened = true;
 	if (getrandom(&e->next_generation, sizeof e->next_generation, 0) < 0)
 		e->next_generation = (uint32_t)time(NULL);
 	return VO_EXIT_OK;
@@ -320,6 +321,11 @@ void e2_mark_dirty(struct e2 *e)
 int e2_close(struct e2 *e)
 {
 	int r = 0;
+	if (e->fs && !e->opened) {
+		/* a refused mount writes nothing */
+		ext2fs_free(e->fs);
+		e->fs = NULL;
+	}
 	if (e->fs) {
 		if (!e->readonly) {
 			/* the state the file system had before we marked it "not clean" */
@@ -336,7 +342,7 @@ int e2_close(struct e2 *e)
 		e->fs = NULL;
 	}
 	if (e->cache) {
-		if (!e->readonly && bcache_sync(e->cache) < 0)
+		if (e->opened && !e->readonly && bcache_sync(e->cache) < 0)
 			r = -EIO;
 		ext2_io_unregister(e->cache);
 		bcache_free(e->cache);

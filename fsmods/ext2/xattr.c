@@ -11,6 +11,8 @@
 #include <string.h>
 #include <sys/xattr.h>
 
+int xattr_remove(struct e2 *e, ext2_ino_t ino, const char *name);
+
 static bool supported_name(struct e2 *e, const char *name)
 {
 	if (strncmp(name, "user.", 5) == 0 || strncmp(name, "trusted.", 8) == 0 ||
@@ -105,6 +107,33 @@ static int set_raw(struct e2 *e, ext2_ino_t ino, const char *name, const void *v
 	return r < 0 ? r : touch_ctime(e, ino);
 }
 
+/* The kernel leaves it to the file system to make the mode follow a new access ACL (as
+ * ext4's posix_acl_update_mode does); an ACL the mode expresses fully is not stored. */
+static int set_access_acl(struct e2 *e, ext2_ino_t ino, const void *value, size_t size,
+			  int flags)
+{
+	mode_t perm;
+	int extended = acl_mode(value, size, &perm);
+	if (extended < 0)
+		return -EINVAL;
+	int r;
+	if (extended) {
+		r = set_raw(e, ino, ACL_XATTR_ACCESS, value, size, flags);
+	} else {
+		r = xattr_remove(e, ino, ACL_XATTR_ACCESS);
+		if (r == -ENODATA)
+			r = (flags & XATTR_REPLACE) ? -ENODATA : 0;
+	}
+	if (r < 0)
+		return r;
+	struct ext2_inode_large in;
+	if ((r = ino_read(e, ino, &in)) < 0)
+		return r;
+	in.i_mode = (__u16)((in.i_mode & ~0777) | perm);
+	ino_touch(&in, false, true);
+	return ino_write(e, ino, &in);
+}
+
 int xattr_set(struct e2 *e, ext2_ino_t ino, const char *name, const void *value, size_t size,
 	      int flags)
 {
@@ -112,7 +141,9 @@ int xattr_set(struct e2 *e, ext2_ino_t ino, const char *name, const void *value,
 		return -EOPNOTSUPP;
 	if (strlen(name) > 255)
 		return -ERANGE;
-	if (strncmp(name, "system.posix_acl_", 17) == 0 && acl_count(value, size) < 0)
+	if (strcmp(name, ACL_XATTR_ACCESS) == 0)
+		return set_access_acl(e, ino, value, size, flags);
+	if (strcmp(name, ACL_XATTR_DEFAULT) == 0 && acl_count(value, size) < 0)
 		return -EINVAL;
 	return set_raw(e, ino, name, value, size, flags);
 }
