@@ -301,8 +301,7 @@ int fat_dir_grow(struct fat_dir *d, uint32_t nslots)
 		return -ENOMEM;
 	memset(names + d->nslots, 0, (nslots - d->nslots) * sizeof *names);
 	d->names = names;
-	if (d->end == d->nslots)
-		d->end = nslots;
+	/* end stays: when the directory was full it is the old size, the first new slot */
 	if (d->free_hint > d->nslots)
 		d->free_hint = d->nslots;
 	d->nslots = nslots;

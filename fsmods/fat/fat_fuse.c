@@ -420,8 +420,14 @@ static void f_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	pthread_mutex_lock(&vol->lock);
 	n->nopen++;
 	n->refs++;
+	/* a chain shorter than the size (damage): each read reaches us as asked, so what the
+	 * chain holds reads back and only what lies past it fails (the page cache would turn
+	 * the first short read into a smaller file) */
+	bool short_chain = !n->is_dir && (uint64_t)n->ext.total * vol->g.cluster_size <
+						 le32(n->de + DE_SIZE);
 	pthread_mutex_unlock(&vol->lock);
 	fi->keep_cache = 1; /* nobody else changes the image under us */
+	fi->direct_io = short_chain;
 	if (fuse_reply_open(req, fi) != 0) {
 		pthread_mutex_lock(&vol->lock);
 		n->nopen--;

@@ -276,6 +276,41 @@ static void test_free_slots_and_removal(void)
 	fat_dir_free(&d);
 }
 
+static void test_full_directory_grows(void)
+{
+	struct fat_dir d, e;
+	new_dir(&d, 4, FAT_SN_MIXED);
+	for (const char *n = "ABCD"; *n; n++) {
+		char name[2] = { *n, 0 };
+		CHECK(add(&d, name, 0) >= 0);
+	}
+	CHECK_EQ(d.end, 4); /* full: no end mark */
+	CHECK_EQ(fat_dir_find_free(&d, 1), -1);
+	CHECK_EQ(fat_dir_grow(&d, 8), 0);
+	CHECK_EQ(fat_dir_find_free(&d, 1), 4);
+	CHECK_EQ(fat_dir_find_free(&d, 4), 4);
+	CHECK_EQ(fat_dir_find_free(&d, 5), -1);
+	/* a name of 21 slots needs the directory to grow more than once */
+	char big[256];
+	memset(big, 'n', 255);
+	big[255] = 0;
+	uint16_t u[256];
+	uint8_t entries[FAT_LFN_MAX_SLOTS + 1][32];
+	int k = fat_dir_build_entries(&d, u, u16(big, u), entries);
+	CHECK_EQ(k, 21);
+	while (fat_dir_find_free(&d, (unsigned)k) < 0)
+		CHECK_EQ(fat_dir_grow(&d, d.nslots + 4), 0);
+	CHECK_EQ(d.nslots, 28);
+	int32_t first = fat_dir_find_free(&d, (unsigned)k);
+	CHECK_EQ(first, 4);
+	CHECK_EQ(fat_dir_insert(&d, (uint32_t)first, entries, (unsigned)k), 24);
+	reparse(&d, &e);
+	CHECK_STR(e.names[24]->name, big);
+	CHECK_EQ(e.nnames, 5);
+	fat_dir_free(&e);
+	fat_dir_free(&d);
+}
+
 static void test_many_names_hash_growth(void)
 {
 	struct fat_dir d;
@@ -306,6 +341,7 @@ int main(void)
 	RUN(test_winnt_flags_without_long_name);
 	RUN(test_hostile_long_names);
 	RUN(test_free_slots_and_removal);
+	RUN(test_full_directory_grows);
 	RUN(test_many_names_hash_growth);
 	fat_names_fini();
 	return CHECK_DONE();
