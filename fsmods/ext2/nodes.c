@@ -142,7 +142,16 @@ int ino_read(struct e2 *e, ext2_ino_t ino, struct ext2_inode_large *in)
 {
 	memset(in, 0, sizeof *in);
 	errcode_t r = ext2fs_read_inode_full(e->fs, ino, (struct ext2_inode *)in, sizeof *in);
-	return r ? -e2_errno(e, r, "reading the inode", ino) : 0;
+	if (r)
+		return -e2_errno(e, r, "reading the inode", ino);
+	/* a size no file of this file system can have is corruption (as e2fsck says), not a
+	 * file of petabytes of holes to read through */
+	if (LINUX_S_ISREG(in->i_mode) && EXT2_I_SIZE(in) > e->max_file_size) {
+		e2_errno(e, EXT2_ET_INODE_CORRUPTED, "the size is beyond the largest possible",
+			 ino);
+		return -EIO;
+	}
+	return 0;
 }
 
 int ino_write(struct e2 *e, ext2_ino_t ino, struct ext2_inode_large *in)

@@ -195,6 +195,7 @@ static int check_journal(struct e2 *e, bool *readonly)
 int e2_open(struct e2 *e, const char *source, bool readonly)
 {
 	char err[512];
+	initialize_ext2_error_table(); /* error_message() in our own words for libext2fs codes */
 	e->source = strdup(source);
 	e->dev = vo_block_open(source, VO_BLOCK_LOCK | (readonly ? VO_BLOCK_RDONLY : 0), err,
 			       sizeof err);

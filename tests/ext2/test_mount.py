@@ -115,7 +115,10 @@ def journal_needing_recovery(img, kmnt):
     try:
         (kmnt / "before").write_text("synced")
         os.sync()
-        (kmnt / "in-journal").write_text("only in the journal")
+        with open(kmnt / "in-journal", "w") as f:
+            f.write("only in the journal")
+            f.flush()
+            os.fsync(f.fileno())  # committed to the journal, not yet checkpointed
         fd = os.open(kmnt, os.O_RDONLY)
         try:
             fcntl.ioctl(fd, 0x8004587D, struct.pack("I", 1))

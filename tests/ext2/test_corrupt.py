@@ -1,0 +1,169 @@
+"""Corrupt images: bytes flipped in the superblock, the group descriptors, the inode table and
+directory blocks give a clean one-line refusal or EIO on what is damaged — never a crash (the
+harness fails any sanitizer report or non-zero exit), never a hang (every walk has a timeout),
+never damage to an image the daemon refused. A full disk gives ENOSPC and stays clean."""
+import errno
+import hashlib
+import os
+import random
+import subprocess
+
+import pytest
+
+from conftest import MountError, mounted_at, run
+from e2lib import DAEMON, assert_clean, ext2, uext2  # noqa: F401
+
+WALK = ("find . -xdev > /dev/null; "
+        "find . -xdev -type f -exec head -c 1M {} + > /dev/null; "
+        "ls -laR > /dev/null; for f in *; do getfattr -d \"$f\"; done > /dev/null 2>&1; "
+        "touch new-file; mkdir new-dir; echo data > new-dir/f; rm -rf d0; true")
+
+
+def sha(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def debugfs(img, cmd):
+    return subprocess.run(["debugfs", "-R", cmd, str(img)], capture_output=True,
+                          text=True).stdout
+
+
+def populated(ext2, kind, rtmp):
+    src = rtmp / f"src-{kind}"
+    if not src.exists():
+        src.mkdir()
+        for d in range(4):
+            (src / f"d{d}").mkdir()
+            for f in range(30):
+                (src / f"d{d}" / f"file-{f:03d}").write_bytes(os.urandom(f * 300))
+        os.symlink("d0/file-001", src / "link")
+    return ext2.image(kind, extra=("-d", str(src)))
+
+
+def block_size(img):
+    return int(debugfs(img, "stats").split("Block size:")[1].split()[0])
+
+
+def flip(img, offset, count, seed):
+    rnd = random.Random(seed)
+    with open(img, "r+b") as f:
+        for i in range(count):
+            f.seek(offset + rnd.randrange(0, 1024))
+            b = f.read(1)
+            f.seek(-1, os.SEEK_CUR)
+            f.write(bytes([b[0] ^ (1 << rnd.randrange(8))]))
+
+
+def where(img, what):
+    """Byte offset of a region to damage."""
+    bs = block_size(img)
+    if what == "superblock":
+        return 1024
+    if what == "group descriptors":
+        return (2 if bs == 1024 else 1) * bs
+    if what == "inode table":
+        out = debugfs(img, "imap /d1/file-007")
+        blk = int(out.split("located at block")[1].split(",")[0])
+        return blk * bs
+    if what == "directory block":
+        blk = int(debugfs(img, "blocks /d2").split()[0])
+        return blk * bs
+    raise ValueError(what)
+
+
+@pytest.mark.parametrize("kind", ["ext4-4k", "ext2-1k"])
+@pytest.mark.parametrize("what", ["superblock", "group descriptors", "inode table",
+                                  "directory block"])
+def test_flipped_bytes_give_refusal_or_eio_never_a_crash(ext2, rtmp, kind, what):
+    outcomes = set()
+    for seed in range(3):
+        img = populated(ext2, kind, rtmp)
+        flip(img, where(img, what), 12, seed)
+        before = sha(img)
+        mnt = rtmp / f"m-{seed}"
+        mnt.mkdir()
+        try:
+            m = ext2.mount(img, mountpoint=mnt)
+        except MountError as e:  # a refusal: one line, exit 2, image untouched
+            text = str(e)
+            assert "exited with 2" in text, text
+            assert text.count(DAEMON + ": ") == 1 and "\n" not in text.strip(), text
+            assert "Unknown code" not in text
+            assert sha(img) == before
+            assert not mounted_at(mnt)
+            outcomes.add("refused")
+            continue
+        walk = subprocess.run(["sh", "-c", WALK], cwd=mnt, capture_output=True, text=True,
+                              timeout=60)
+        outcomes.add("EIO" if "Input/output error" in walk.stderr else "mounted")
+        m.unmount()  # the daemon must exit 0: no crash
+    assert outcomes
+
+
+def test_corrupt_directory_block_gives_eio_on_that_directory_only(ext2, rtmp):
+    img = populated(ext2, "ext4-4k", rtmp)
+    off = where(img, "directory block")
+    with open(img, "r+b") as f:  # a rec_len of zero in the middle of the block
+        f.seek(off + 12 + 4)
+        f.write(b"\0\0")
+    m = ext2.mount(img)
+    with pytest.raises(OSError) as ei:
+        os.listdir(m.path / "d2")
+    assert ei.value.errno == errno.EIO
+    assert len(os.listdir(m.path / "d1")) == 30
+    assert (m.path / "d3" / "file-005").read_bytes()
+    assert "inode" in m.stderr()  # the reason is logged
+
+
+def test_corrupt_inode_gives_eio_on_that_file(ext2, rtmp):
+    img = populated(ext2, "ext4-4k", rtmp)
+    out = debugfs(img, "imap /d1/file-007")
+    blk = int(out.split("located at block")[1].split(",")[0])
+    offset = int(out.split("offset")[1].split()[0], 16)
+    with open(img, "r+b") as f:
+        f.seek(blk * block_size(img) + offset + 40)  # inside i_block: the extent header
+        f.write(b"\xde\xad\xbe\xef")
+    m = ext2.mount(img)
+    with pytest.raises(OSError) as ei:
+        (m.path / "d1" / "file-007").read_bytes()
+    assert ei.value.errno == errno.EIO  # the inode checksum no longer matches
+    assert (m.path / "d1" / "file-008").read_bytes() is not None
+
+
+def test_full_disk_gives_enospc_and_stays_clean(ext2):
+    img = ext2.image("ext4-4k", size="32M")
+    m = ext2.mount(img)
+    with pytest.raises(OSError) as ei:
+        with open(m.path / "big", "wb") as f:
+            while True:
+                f.write(b"x" * (1 << 20))
+    assert ei.value.errno == errno.ENOSPC
+    assert os.statvfs(m.path).f_bavail == 0
+    with pytest.raises(OSError) as ei:
+        for i in range(100000):
+            (m.path / f"small{i}").write_bytes(b"y" * 4096)
+    assert ei.value.errno == errno.ENOSPC
+    size = os.stat(m.path / "big").st_size
+    assert size > 20 << 20
+    with open(m.path / "big", "rb") as f:
+        assert f.read(1 << 20) == b"x" * (1 << 20)
+    os.unlink(m.path / "big")
+    (m.path / "after").write_bytes(b"z" * 100000)
+    m.unmount()
+    assert_clean(img)
+
+
+def test_reserved_blocks_are_for_root_only(uext2, user):
+    img = uext2.image("ext4-4k", size="32M", owner=user)
+    m = uext2.mount(img, user=user)
+    r = run(["sh", "-c", f"dd if=/dev/zero of={m.path}/fill bs=1M count=100 2>&1; "
+                         f"df -B1 --output=avail {m.path} | tail -1"], user=user, check=False)
+    assert "No space left on device" in r.stdout
+    assert r.stdout.split()[-1] == "0"  # nothing left for the user
+    m.unmount()
+    assert_clean(img)
+    # root, on the same image, still has the reserve
+    m = uext2.mount(img)
+    (m.path / "root-file").write_bytes(b"r" * 100000)
+    m.unmount()
+    assert_clean(img)
