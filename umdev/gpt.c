@@ -185,8 +185,11 @@ static void add_entries(struct umdev_table *t, const struct gpt_header *h, uint6
 					"ignored", number);
 			continue;
 		}
-		struct umdev_partition *p = umdev_table_add_checked(t, number, first,
-								    last - first + 1, disk_sectors);
+		/* last - first + 1 overflows only for the whole 64-bit range: saturate, and let
+		 * the check below cut it at the end of the disk */
+		uint64_t sectors = last - first + 1 ? last - first + 1 : UINT64_MAX;
+		struct umdev_partition *p = umdev_table_add_checked(t, number, first, sectors,
+								    disk_sectors);
 		if (!p)
 			continue;
 		memcpy(p->type_guid, e, 16);

@@ -58,6 +58,8 @@ struct umdev_partition *umdev_table_add_checked(struct umdev_table *t, unsigned 
 {
 	/* What Linux does with a partition that does not fit: one that starts past the end is
 	 * dropped, one that ends past it is cut at the end of the disk. Both are reported. */
+	if (sectors == 0)
+		return NULL;
 	if (start_sector >= disk_sectors) {
 		umdev_table_msg(t, UMDEV_MSG_WARNING, "partition %u starts past the end of the disk "
 				"(sector %llu of %llu): ignored", number,

@@ -295,6 +295,21 @@ static void test_gpt_backup_not_at_end_after_resize(void)
 	free(d.bytes);
 }
 
+/* Found by fuzz_gpt: first 0, last 2^64-1 made last - first + 1 overflow to a 0-byte
+ * partition. It must be cut at the end of the disk instead. */
+static void test_gpt_entry_spanning_everything(void)
+{
+	struct synth_disk d = synth_new(16 * MIB_SECTORS);
+	static const uint64_t all[1][2] = { { 0, UINT64_MAX } };
+	synth_gpt(&d, all, 1);
+	struct umdev_table t = scan(&d);
+	CHECK_EQ(t.count, 1);
+	CHECK(t.count == 1 && t.parts[0].start == 0 && t.parts[0].length == d.size);
+	CHECK(has_msg(&t, "truncated"));
+	umdev_table_clear(&t);
+	free(d.bytes);
+}
+
 static void test_tiny_disks(void)
 {
 	for (uint64_t size = 0; size <= 2048; size += 256) {
@@ -350,6 +365,7 @@ int main(void)
 	RUN(test_gpt_both_damaged_leaves_the_whole_disk);
 	RUN(test_hybrid_mbr_is_reported_and_gpt_used);
 	RUN(test_gpt_backup_not_at_end_after_resize);
+	RUN(test_gpt_entry_spanning_everything);
 	RUN(test_tiny_disks);
 	RUN(test_utf16_names);
 	return CHECK_DONE();
