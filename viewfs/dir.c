@@ -161,16 +161,13 @@ static int create_in(struct viewfs *fs, fuse_req_t req, struct vnode *p, const c
 			vrecord_clear(&rec);
 			return rc;
 		}
-		rc = make_real(p->fd[UPPER], name, o);
 		if (virtual_dev) {
-			if (rc == -EPERM || rc == -EACCES) {
-				/* not allowed to make a device: a plain file, the record says what */
-				struct newobj f = { .mode = S_IFREG | (m & 0666), .oflags = -1 };
-				rc = make_real(p->fd[UPPER], name, &f);
-			} else if (rc == 0) {
-				rec.has &= ~(unsigned)(VREC_TYPE | VREC_RDEV | VREC_MODE);
-				meta_write_record(fs, p, name, &rec);
-			}
+			/* never a real device node in the layer: a plain file, the record says what
+			 * it is (a layer mounted without nodev elsewhere must not open devices) */
+			struct newobj f = { .mode = S_IFREG | (m & 0666), .oflags = -1 };
+			rc = make_real(p->fd[UPPER], name, &f);
+		} else {
+			rc = make_real(p->fd[UPPER], name, o);
 		}
 		if (rc < 0 && wrote) {
 			struct vrecord none = { 0 };

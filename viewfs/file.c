@@ -284,6 +284,14 @@ static void vfs_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 		      struct fuse_file_info *fi)
 {
 	(void)ino;
+	struct viewfs *fs = fuse_req_userdata(req);
+	if (fs->writeback) {
+		/* Data written moments ago may still be only in the kernel's write-back cache, and
+		 * the kernel does not flush it before asking: the real file's holes could hide it
+		 * (cp would skip it). ENOSYS makes the kernel answer from the file size itself. */
+		fuse_reply_err(req, ENOSYS);
+		return;
+	}
 	off_t r = lseek(handle_of(fi)->fd, off, whence);
 	if (r < 0)
 		fuse_reply_err(req, errno);

@@ -118,6 +118,13 @@ struct viewfs {
 	dev_t inum_class[256]; /* st_dev per class (inum.c) */
 	bool inum_used[256];
 	atomic_uint_fast64_t tmp_counter;
+	/* The mount point as a name in its parent directory: where a layer that contains the
+	 * mount point would lead the daemon into its own mount (lookup.c, self_entry()). */
+	char *mp_name;
+	dev_t mp_parent_dev;
+	ino_t mp_parent_ino;
+	bool mp_covers_mount;  /* the mount point was itself a mount: show that one instead */
+	struct fuse_session *se; /* for notifications to the kernel */
 	atomic_bool debug;
 	atomic_int corrupt_logged;
 };
@@ -176,6 +183,7 @@ struct resolved {
 	struct vrecord rec;
 	uint64_t ino;
 	mode_t type;
+	bool self[2];           /* the entry of a layer is the mount point (shows what it covers) */
 };
 int except_build(struct viewfs *fs);
 void except_free(struct except_node *e);
@@ -195,6 +203,8 @@ struct vnode *node_of_resolved(struct viewfs *fs, struct vnode *p, const char *n
 char *lower_path(struct viewfs *fs, struct vnode *n);
 /* Does the original have `name` in p (and does it show through p)? */
 bool lower_has(struct viewfs *fs, struct vnode *p, const char *name, struct stat *st);
+/* Is name in the directory behind dirfd the view's own mount point? */
+bool self_entry(struct viewfs *fs, int dirfd, const char *name);
 void entry_fill(struct viewfs *fs, struct fuse_entry_param *e, struct vnode *n,
 		const struct stat *st);
 

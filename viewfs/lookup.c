@@ -101,6 +101,30 @@ bool lower_has(struct viewfs *fs, struct vnode *p, const char *name, struct stat
 	return fstatat(p->fd[LOWER], name, st ? st : &tmp, AT_SYMLINK_NOFOLLOW) == 0;
 }
 
+bool self_entry(struct viewfs *fs, int dirfd, const char *name)
+{
+	struct stat st;
+	return fs->mp_name && strcmp(name, fs->mp_name) == 0 && fstat(dirfd, &st) == 0 &&
+	       st.st_dev == fs->mp_parent_dev && st.st_ino == fs->mp_parent_ino;
+}
+
+/* fstatat of name in a layer directory, without ever entering the view's own mount: a layer
+ * that contains the mount point (SOURCE=/ on /unreal) shows the mount point as it was before
+ * the mount: absent when it was a plain directory, the mount it covered when it was one. */
+static int layer_stat(struct viewfs *fs, int dirfd, const char *name, struct stat *st, bool *self)
+{
+	*self = false;
+	if (self_entry(fs, dirfd, name)) {
+		if (!fs->mp_covers_mount) {
+			errno = ENOENT;
+			return -1;
+		}
+		*self = true;
+		return fstat(fs->lower_root, st);
+	}
+	return fstatat(dirfd, name, st, AT_SYMLINK_NOFOLLOW);
+}
+
 int resolve(struct viewfs *fs, struct vnode *p, const char *name, struct resolved *r)
 {
 	memset(r, 0, sizeof *r);
@@ -111,7 +135,7 @@ int resolve(struct viewfs *fs, struct vnode *p, const char *name, struct resolve
 		r->excepted = true;
 		if (p->fd[LOWER] < 0)
 			return -ENOENT;
-		if (fstatat(p->fd[LOWER], name, &r->st, AT_SYMLINK_NOFOLLOW) < 0)
+		if (layer_stat(fs, p->fd[LOWER], name, &r->st, &r->self[LOWER]) < 0)
 			return -errno;
 		r->in_lower = true;
 		r->lst = r->st;
@@ -126,14 +150,16 @@ int resolve(struct viewfs *fs, struct vnode *p, const char *name, struct resolve
 	unsigned mf = meta_flags(fs, p, name);
 	bool whiteout = (mf & META_WHITEOUT) && fs->mode != VIEWFS_MOVE;
 	if (p->in_upper) {
-		if (fstatat(p->fd[UPPER], name, &r->st, AT_SYMLINK_NOFOLLOW) == 0)
+		if (layer_stat(fs, p->fd[UPPER], name, &r->st, &r->self[UPPER]) == 0)
 			r->in_upper = true;
 		else if (errno != ENOENT)
 			return -errno;
 	}
 	if (p->in_lower && !whiteout && (!r->in_upper || S_ISDIR(r->st.st_mode))) {
 		struct stat lst;
-		if (fstatat(p->fd[LOWER], name, &lst, AT_SYMLINK_NOFOLLOW) == 0) {
+		bool self;
+		if (layer_stat(fs, p->fd[LOWER], name, &lst, &self) == 0) {
+			r->self[LOWER] = self;
 			if (!r->in_upper) {
 				r->in_lower = true;
 				r->st = r->lst = lst;
@@ -176,6 +202,14 @@ int resolve(struct viewfs *fs, struct vnode *p, const char *name, struct resolve
 	return 0;
 }
 
+static int layer_open(struct viewfs *fs, const struct resolved *r, enum layer l, int dirfd,
+		      const char *name, int flags)
+{
+	if (r->self[l])
+		return fcntl(fs->lower_root, F_DUPFD_CLOEXEC, 0);
+	return openat(dirfd, name, flags);
+}
+
 /* Open the O_PATH fds a new node of r keeps. */
 static int resolve_fds(struct viewfs *fs, struct vnode *p, const char *name,
 		       const struct resolved *r, int fds[2])
@@ -189,7 +223,7 @@ static int resolve_fds(struct viewfs *fs, struct vnode *p, const char *name,
 	int flags = dir ? dflags : O_PATH | O_NOFOLLOW | O_CLOEXEC;
 
 	if (r->in_upper && own) {
-		fds[UPPER] = openat(p->fd[UPPER], name, flags);
+		fds[UPPER] = layer_open(fs, r, UPPER, p->fd[UPPER], name, flags);
 		if (fds[UPPER] < 0)
 			return -errno;
 	}
@@ -197,7 +231,7 @@ static int resolve_fds(struct viewfs *fs, struct vnode *p, const char *name,
 		if (dir && r->in_upper && r->has_rec && (r->rec.has & VREC_REDIRECT))
 			fds[LOWER] = open_redirect(fs, r->rec.redirect);
 		else
-			fds[LOWER] = openat(p->fd[LOWER], name, flags);
+			fds[LOWER] = layer_open(fs, r, LOWER, p->fd[LOWER], name, flags);
 		if (fds[LOWER] < 0) {
 			int e = errno;
 			if (fds[UPPER] >= 0)
@@ -206,7 +240,8 @@ static int resolve_fds(struct viewfs *fs, struct vnode *p, const char *name,
 			return -e;
 		}
 	}
-	if (dir && r->except && fds[LOWER] < 0 && p->fd[LOWER] >= 0)
+	if (dir && r->except && fds[LOWER] < 0 && p->fd[LOWER] >= 0 &&
+	    !self_entry(fs, p->fd[LOWER], name))
 		fds[LOWER] = openat(p->fd[LOWER], name, dflags); /* only to reach the except= path */
 	return 0;
 }

@@ -63,9 +63,6 @@ int viewfs_open_dirs(const struct viewfs_config *cfg, const char *source, const 
 		vo_error("cannot use %s as the layer of %s: it is inside the mount point (except= "
 			 "its path or put it elsewhere)", source, mountpoint);
 		status = VO_EXIT_SOURCE;
-	} else if (inside(rm, rs)) {
-		vo_error("cannot mount on %s: it is inside the layer %s", mountpoint, source);
-		status = VO_EXIT_SOURCE;
 	}
 	if (status != VO_EXIT_OK) {
 		close(lfd);
@@ -77,8 +74,29 @@ int viewfs_open_dirs(const struct viewfs_config *cfg, const char *source, const 
 	return VO_EXIT_OK;
 }
 
+/* Where the mount point is as a name in its parent (lookup.c, self_entry()). Called before the
+ * mount, so looking at the path is safe. */
+static void note_mountpoint(struct viewfs *fs, const char *mountpoint, int lower_fd)
+{
+	char real[PATH_MAX];
+	if (!mountpoint || !realpath(mountpoint, real) || strcmp(real, "/") == 0)
+		return;
+	char *slash = strrchr(real, '/');
+	struct stat pst;
+	*slash = '\0';
+	if (stat(slash == real ? "/" : real, &pst) < 0)
+		return;
+	fs->mp_name = strdup(slash + 1);
+	fs->mp_parent_dev = pst.st_dev;
+	fs->mp_parent_ino = pst.st_ino;
+	struct statx stx;
+	if (statx(lower_fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS, &stx) == 0)
+		fs->mp_covers_mount = (stx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) &&
+				      (stx.stx_attributes & STATX_ATTR_MOUNT_ROOT);
+}
+
 struct viewfs *viewfs_new(struct viewfs_config *cfg, int lower_fd, int layer_fd, bool readonly,
-			  int *status)
+			  const char *mountpoint, int *status)
 {
 	*status = VO_EXIT_SOURCE;
 	struct stat lst, ust;
@@ -103,6 +121,7 @@ struct viewfs *viewfs_new(struct viewfs_config *cfg, int lower_fd, int layer_fd,
 	fs->uid = geteuid();
 	fs->gid = getegid();
 	fs->work_fd = -1;
+	note_mountpoint(fs, mountpoint, lower_fd);
 	pthread_rwlockattr_t ra;
 	pthread_rwlockattr_init(&ra);
 	/* many lookups must not starve the occasional create */
@@ -171,6 +190,7 @@ void viewfs_free(struct viewfs *fs)
 	if (fs->work_fd >= 0)
 		close(fs->work_fd);
 	except_free(fs->except_root);
+	free(fs->mp_name);
 	pthread_rwlock_destroy(&fs->ns_lock);
 	pthread_mutex_destroy(&fs->meta_lock);
 	pthread_mutex_destroy(&fs->table_lock);
@@ -181,7 +201,8 @@ void viewfs_free(struct viewfs *fs)
 struct fuse_session *viewfs_mount(struct viewfs *fs, struct vo_cmdline *cl, const char *fsname,
 				  const char *mountpoint)
 {
-	return vo_mount(cl, fsname, mountpoint, viewfs_ops(), fs, NULL);
+	fs->se = vo_mount(cl, fsname, mountpoint, viewfs_ops(), fs, NULL);
+	return fs->se;
 }
 
 int viewfs_run(struct viewfs *fs, struct vo_cmdline *cl, const char *fsname,
@@ -193,6 +214,7 @@ int viewfs_run(struct viewfs *fs, struct vo_cmdline *cl, const char *fsname,
 	vo_detach_ready();
 	int r = vo_serve(se, cl);
 	vo_unmount(se);
+	fs->se = NULL;
 	if (r < 0) {
 		vo_error("serving %s failed: %s", mountpoint, strerror(-r));
 		return VO_EXIT_MOUNT;

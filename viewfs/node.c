@@ -130,6 +130,12 @@ void node_close_fds(struct vnode *n)
 
 static void node_free(struct vnode *n)
 {
+	/* files still open at unmount: the kernel's last releases may never have arrived */
+	for (struct vhandle *h = n->handles, *next; h; h = next) {
+		next = h->next;
+		close(h->fd);
+		free(h);
+	}
 	node_close_fds(n);
 	meta_free(atomic_load(&n->meta));
 	vrecord_clear(&n->last_rec);

@@ -166,6 +166,8 @@ static bool hidden_here(struct build *b, const char *name)
 {
 	if (b->d == b->fs->root && strcmp(name, META_NAME) == 0)
 		return true;
+	if (b->fd >= 0 && !b->fs->mp_covers_mount && self_entry(b->fs, b->fd, name))
+		return true; /* the view's own mount point, as it was before the mount: absent */
 	const struct except_node *ec = except_child(b->d->except, name);
 	return ec && ec->terminal; /* listed from the original, below */
 }
@@ -226,7 +228,7 @@ static int layer_listing(struct build *b, int fd, bool upper)
 static int build_listing(struct viewfs *fs, struct vnode *d, struct dirhandle *dh)
 {
 	dh_clear(dh);
-	struct build b = { .fs = fs, .d = d, .dh = dh };
+	struct build b = { .fs = fs, .d = d, .dh = dh, .fd = -1 };
 	struct stat st;
 	int rc = node_getattr(fs, d, &st);
 	if (rc < 0)
@@ -268,19 +270,22 @@ static int count_one(void *ctx, struct dirent *de)
 
 int dir_empty_in_view(struct viewfs *fs, struct vnode *d)
 {
-	struct build b = { .fs = fs, .d = d };
+	struct build b = { .fs = fs, .d = d, .fd = -1 };
 	int rc;
 	if (d->excepted) {
+		b.fd = d->fd[LOWER];
 		rc = each_entry(d->fd[LOWER], count_one, &b);
 		return rc < 0 ? rc : !rc;
 	}
 	if (d->in_upper) {
 		b.upper = true;
+		b.fd = d->fd[UPPER];
 		if ((rc = each_entry(d->fd[UPPER], count_one, &b)) != 0)
 			return rc < 0 ? rc : 0;
 	}
 	if (d->in_lower) {
 		b.upper = false;
+		b.fd = d->fd[LOWER];
 		if ((rc = each_entry(d->fd[LOWER], count_one, &b)) != 0)
 			return rc < 0 ? rc : 0;
 	}

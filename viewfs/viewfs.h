@@ -18,10 +18,12 @@ struct viewfs;
 
 /* Build the state of a view. cfg has passed viewfs_config_check() and must outlive the
  * result. lower_fd is the original (the mount point's directory), layer_fd is SOURCE: both
- * directory fds (O_PATH is enough); on success the result owns them. Creates SOURCE/.- in cow
- * and mincow. NULL after a one-line error; *status is the exit code to use. */
+ * directory fds (O_PATH is enough); on success the result owns them. mountpoint (its path, or
+ * NULL when the layer cannot contain it) lets the view leave out its own mount point, so that
+ * a layer containing it (SOURCE=/ on /unreal) never leads the daemon into its own mount.
+ * Creates SOURCE/.- in cow and mincow. NULL after a one-line error; *status is the exit code. */
 struct viewfs *viewfs_new(struct viewfs_config *cfg, int lower_fd, int layer_fd, bool readonly,
-			  int *status);
+			  const char *mountpoint, int *status);
 void viewfs_free(struct viewfs *fs);
 
 const struct fuse_lowlevel_ops *viewfs_ops(void);
@@ -36,8 +38,8 @@ int viewfs_run(struct viewfs *fs, struct vo_cmdline *cl, const char *fsname,
 	       const char *mountpoint);
 
 /* Open SOURCE and MOUNTPOINT as viewfs_new() wants them, refusing a layer inside the mount point
- * (unless under an except= path) and a mount point inside the layer: the daemon would then
- * reach its own mount. 0, or an exit code after a one-line error. */
+ * (unless under an except= path: the original would show the layer's own files) and a layer
+ * that is the mount point. 0, or an exit code after a one-line error. */
 int viewfs_open_dirs(const struct viewfs_config *cfg, const char *source, const char *mountpoint,
 		     int *layer_fd, int *lower_fd);
 

@@ -2,6 +2,12 @@
  * other change goes (attr.c's rules: the layer after a copy-up in cow, the original when it
  * allows it in mincow, read-only entries of SOURCE in merge).
  *
+ * One name is not stored but acted upon: setting "user.viewfs.mknod" to "c MAJOR MINOR" or
+ * "b MAJOR MINOR" on a regular file makes it a virtual device node (vstat). The kernel refuses
+ * mknod(2) of devices to every caller without CAP_MKNOD before a FUSE file system is asked, even
+ * in a user namespace, so this is the door an unprivileged user (or a launcher that catches
+ * mknod for its command) has to the virtual devices that mknod(2) gives root.
+ *
  * The calls go through /proc/self/fd/N of the node's fd (or through the parent's fd and the
  * name with the l*xattr calls), because the fds nodes keep are O_PATH, which the f*xattr calls
  * do not accept. */
@@ -15,7 +21,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sysmacros.h>
 #include <sys/xattr.h>
+#include <time.h>
 #include <unistd.h>
 
 #define NEED_COPY_UP 1
@@ -150,9 +158,69 @@ static void change(fuse_req_t req, fuse_ino_t ino, const char *name, const char 
 	fuse_reply_err(req, -rc);
 }
 
+#define MKNOD_XATTR "user.viewfs.mknod"
+
+/* "c 1 3" on a regular file: record it as that device (ns write lock held). */
+static int make_virtual_device(struct viewfs *fs, struct vnode *n, const char *value, size_t size)
+{
+	char buf[64], type;
+	unsigned maj, min;
+	int used = 0;
+	if (!fs->vstat)
+		return -ENOTSUP;
+	if (n->excepted || fs->mode == VIEWFS_MERGE)
+		return -EROFS;
+	if (size == 0 || size >= sizeof buf)
+		return -EINVAL;
+	memcpy(buf, value, size);
+	buf[size] = '\0';
+	if (sscanf(buf, "%c %u %u%n", &type, &maj, &min, &used) != 3 || buf[used] != '\0' ||
+	    (type != 'c' && type != 'b'))
+		return -EINVAL;
+	if (!S_ISREG(n->type))
+		return -EINVAL;
+	struct stat st;
+	if (node_getattr(fs, n, &st) < 0 || st.st_size != 0)
+		return -EINVAL; /* a placeholder: an empty regular file */
+	struct vrecord rec;
+	int has = meta_node_record(fs, n, &rec);
+	if (has < 0)
+		return has;
+	rec.type = type == 'c' ? S_IFCHR : S_IFBLK;
+	rec.rdev = makedev(maj, min);
+	rec.has |= VREC_TYPE | VREC_RDEV;
+	clock_gettime(CLOCK_REALTIME, &rec.ctime);
+	rec.has |= VREC_CTIME;
+	int rc = meta_write_node_record(fs, n, &rec);
+	vrecord_clear(&rec);
+	return rc;
+}
+
 static void vfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
 			 size_t size, int flags)
 {
+	if (strcmp(name, MKNOD_XATTR) == 0) {
+		struct viewfs *fs = fuse_req_userdata(req);
+		struct vnode *n = node_from_id(fs, ino), *parent = NULL;
+		char *name_copy = NULL;
+		ns_write(fs);
+		int rc = make_virtual_device(fs, n, value, size);
+		if (rc == 0 && n->parent && (name_copy = strdup(n->name))) {
+			parent = n->parent;
+			node_ref(fs, parent);
+		}
+		ns_unlock(fs);
+		fuse_reply_err(req, -rc);
+		/* The kernel's inode is a regular file and cannot change type: make it look the
+		 * name up again (the lookup gives a new node of the new type). */
+		if (parent && fs->se)
+			fuse_lowlevel_notify_inval_entry(fs->se, node_id(fs, parent), name_copy,
+							 strlen(name_copy));
+		if (parent)
+			node_unref(fs, parent, 1);
+		free(name_copy);
+		return;
+	}
 	change(req, ino, name, value, size, flags);
 }
 

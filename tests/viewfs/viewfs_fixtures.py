@@ -104,6 +104,13 @@ class View:
             subprocess.run(["chown", "-R", "-h", f"{self.user.uid}:{self.user.gid}", str(root)],
                            check=True)
 
+    def give_root(self, *rels):
+        """Make these original paths root's (0755 directories, 0644 files): the user may read
+        them but not change them."""
+        assert self.m is None
+        for rel in rels:
+            os.chown(self.mnt / rel, 0, 0, follow_symlinks=False)
+
     # -- mounting --
     def mount(self, opts="cow", *extra):
         if self._fd is None:

@@ -1,0 +1,126 @@
+"""Hard links and inode numbers: `ln` of an original file makes both names one file (nlink
+right at the first stat, a write through one name seen through the other); st_ino is the same
+before and after a copy-up, across remounts of the same layer, and unique within the view, also
+when the original and the layer are on different file systems."""
+import os
+import subprocess
+
+import pytest
+
+from viewfs_fixtures import record, view  # noqa: F401
+
+
+@pytest.mark.parametrize("mode", ["cow", "mincow", "move"])
+def test_ln_of_a_file_makes_one_file(view, mode):
+    where = "orig" if mode != "move" else "layer"
+    view.make({"d/f": "one\n"}, where)
+    if mode == "mincow":
+        view.give_root("d")  # the real link is refused: done in the layer
+    view.mount(mode)
+    r = view.py("os.link(P('d/f'), P('d/g')); a, b = st('d/f'), st('d/g');"
+                "append('d/g', 'two\\n');"
+                "result = [a['nlink'], b['nlink'], a['ino'] == b['ino'], read('d/f')]")
+    assert r == [2, 2, True, "one\ntwo\n"]
+    view.remount(mode)
+    r = view.py("a, b = st('d/f'), st('d/g'); append('d/f', 'three\\n');"
+                "result = [a['nlink'], a['ino'] == b['ino'], read('d/g')]")
+    assert r == [2, True, "one\ntwo\nthree\n"]
+    if mode != "move":
+        assert view.orig("d/f").read_text() == "one\n"
+
+
+def test_unlink_one_name_of_a_link_keeps_the_other(view):
+    view.make({"f": "data\n"})
+    view.mount("cow")
+    r = view.py("os.link(P('f'), P('g')); os.unlink(P('f'));"
+                "result = [st('g')['nlink'], read('g'), st('f')]")
+    assert r == [1, "data\n", "ENOENT"]
+    view.remount("cow")
+    assert view.py("result = [st('g')['nlink'], read('g'), st('f')]") == [1, "data\n", "ENOENT"]
+
+
+def test_nlink_and_ctime_change_at_once(view):
+    view.make({"f": "x"})
+    view.mount("cow")
+    r = view.py("import time\n"
+                "c0 = st('f')['ctime']; time.sleep(0.05); os.link(P('f'), P('g'));"
+                "s1 = st('f'); os.unlink(P('g')); s2 = st('f');"
+                "result = [s1['nlink'], s1['ctime'] > c0, s2['nlink'], s2['ctime'] >= s1['ctime']]")
+    assert r == [2, True, 1, True]
+
+
+@pytest.mark.parametrize("mode", ["cow", "mincow"])
+def test_st_ino_stable_across_copy_up_and_remount(view, mode):
+    view.make({"f": "x\n", "d/g": "y\n", "d/sl": ("link", "g"), "e": None})
+    view.give_root("f") if mode == "mincow" else None
+    view.mount(mode)
+    names = ["f", "d", "d/g", "d/sl", "e"]
+    before = view.py(f"result = [st(n)['ino'] for n in {names!r}]")
+    real = [os.lstat(view.orig(n)).st_ino for n in names]
+    assert before == real  # the original's own numbers show through
+    view.py("append('f', 'more'); append('d/g', 'more'); os.utime(P('d/sl'), (1, 1),"
+            " follow_symlinks=False); os.chmod(P('e'), 0o700)")
+    assert (view.layer / "f").exists()
+    after = view.py(f"result = [st(n)['ino'] for n in {names!r}]")
+    assert after == before
+    view.remount(mode)
+    assert view.py(f"result = [st(n)['ino'] for n in {names!r}]") == before
+    assert record(view.layer, "f")["ino"] == str(before[0])
+
+
+def unique_inodes(view):
+    return view.py("seen = {}\n"
+                   "for r, ds, fs in os.walk(M):\n"
+                   "    for n in ds + fs:\n"
+                   "        s = os.lstat(os.path.join(r, n))\n"
+                   "        seen.setdefault(s.st_ino, set()).add(os.path.join(r, n))\n"
+                   "result = {str(k): sorted(v) for k, v in seen.items() if len(v) > 1}")
+
+
+def test_inodes_unique_with_layer_on_another_file_system(view, user, tmp_path_factory):
+    """The original on the disk (/tmp), the layer on tmpfs: their inode numbers overlap, the
+    view's do not."""
+    shm = subprocess.check_output(["mktemp", "-d", "/dev/shm/viewfs-test.XXXXXX"],
+                                  text=True).strip()
+    try:
+        os.chown(shm, user.uid, user.gid)
+        view.make({f"o{i}": f"{i}\n" for i in range(50)})
+        view.layer.rmdir()
+        view.layer = type(view.layer)(shm)
+        view.mount("cow")
+        view.py("for i in range(50): write(f'n{i}', 'new')\n"
+                "for i in range(0, 50, 2): append(f'o{i}', 'changed')")
+        assert os.stat(shm).st_dev != os.stat(view.base).st_dev
+        assert unique_inodes(view) == {}
+        view.remount("cow")
+        assert unique_inodes(view) == {}
+    finally:
+        if view.m is not None:
+            view.unmount()
+        subprocess.run(["rm", "-rf", shm])
+
+
+def test_inodes_unique_with_a_mount_inside_the_original(view, rtmp):
+    """A tmpfs mounted below the original (a third file system): still no collisions."""
+    view.make({f"f{i}": "x" for i in range(20)})
+    view.make({"sub": None})
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"uid={view.user.uid}", "t", view.mnt / "sub"],
+                   check=True)
+    try:
+        for i in range(20):
+            (view.mnt / "sub" / f"g{i}").write_text("y")
+        subprocess.run(["chown", "-R", f"{view.user.uid}", view.mnt / "sub"], check=True)
+        view.mount("cow")
+        view.py("for i in range(20): write(f'n{i}', 'new'); write(f'sub/m{i}', 'new')")
+        assert unique_inodes(view) == {}
+        view.unmount()
+    finally:
+        subprocess.run(["umount", view.mnt / "sub"])
+
+
+def test_original_hard_links_share_inode_in_the_view(view):
+    view.make({"a": "same\n"})
+    os.link(view.mnt / "a", view.mnt / "b")
+    view.mount("cow")
+    r = view.py("append('a', 'x'); result = [st('a')['ino'] == st('b')['ino'], read('b')]")
+    assert r == [True, "same\nx"]
