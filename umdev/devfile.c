@@ -328,7 +328,7 @@ static void df_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	(void)ino, (void)fi;
 	struct devfile *df = of(req);
-	int r = umdev_flush(df->disk);
+	int r = umdev_flush(df->disk, false); /* every close: sync only after our own writes */
 	reread_if_dirty(df);
 	fuse_reply_err(req, -r);
 }
@@ -337,7 +337,7 @@ static void df_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
 {
 	(void)ino, (void)datasync, (void)fi;
 	struct devfile *df = of(req);
-	int r = umdev_flush(df->disk);
+	int r = umdev_flush(df->disk, true);
 	reread_if_dirty(df);
 	fuse_reply_err(req, -r);
 }
@@ -379,7 +379,7 @@ static void df_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg
 			fuse_reply_err(req, EINVAL);
 			return;
 		}
-		r = umdev_flush(df->disk);
+		r = umdev_flush(df->disk, true);
 		if (r == 0)
 			r = df->hooks->reread(df->owner, true);
 		if (r < 0)
@@ -388,7 +388,7 @@ static void df_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg
 			fuse_reply_ioctl(req, 0, NULL, 0);
 		return;
 	case BLKFLSBUF:
-		r = umdev_flush(df->disk);
+		r = umdev_flush(df->disk, true);
 		if (r < 0)
 			fuse_reply_err(req, -r);
 		else

@@ -89,8 +89,11 @@ ssize_t umdev_pwrite(struct umdev_disk *d, struct umdev_extent *e, const void *b
 		     uint64_t off);
 int umdev_trim(struct umdev_disk *d, struct umdev_extent *e, uint64_t off, uint64_t len);
 int umdev_zero(struct umdev_disk *d, struct umdev_extent *e, uint64_t off, uint64_t len);
-/* Make every write so far durable (a no-op when nothing was written since the last flush). */
-int umdev_flush(struct umdev_disk *d);
+/* Make every write so far durable. always=false skips the sync when this process wrote
+ * nothing since its last flush (a close after reading costs nothing); an explicit request
+ * (fsync, NBD flush) passes true, since another process (the daemon, or its nbdkit) may have
+ * written the same store. */
+int umdev_flush(struct umdev_disk *d, bool always);
 
 /* For zero-copy paths: the fd behind the disk and the absolute offset of byte `off` of e, with
  * *len clipped to the extent; -1 when the disk has no fd (NBD source, null device), the

@@ -78,9 +78,11 @@ int umdev_zero(struct umdev_disk *d, struct umdev_extent *e, uint64_t off, uint6
 	return discard(d, e, off, len, true);
 }
 
-int umdev_flush(struct umdev_disk *d)
+int umdev_flush(struct umdev_disk *d, bool always)
 {
-	if (!d->dev || !__atomic_exchange_n(&d->unflushed, false, __ATOMIC_ACQ_REL))
+	if (!d->dev)
+		return 0;
+	if (!__atomic_exchange_n(&d->unflushed, false, __ATOMIC_ACQ_REL) && !always)
 		return 0;
 	int r = vo_block_flush(d->dev);
 	if (r < 0) /* still not durable: the next flush must try again */

@@ -409,7 +409,7 @@ static int fail(int r)
 
 static int fua(uint32_t flags)
 {
-	int r = flags & NBDKIT_FLAG_FUA ? umdev_flush(disk) : 0;
+	int r = flags & NBDKIT_FLAG_FUA ? umdev_flush(disk, true) : 0;
 	return r < 0 ? fail(r) : 0;
 }
 
@@ -442,7 +442,7 @@ static int plugin_pwrite(void *handle, const void *buf, uint32_t count, uint64_t
 static int plugin_flush(void *handle, uint32_t flags)
 {
 	(void)handle, (void)flags;
-	int r = umdev_flush(disk);
+	int r = umdev_flush(disk, true);
 	after_table_write();
 	return r < 0 ? fail(r) : 0;
 }

@@ -415,11 +415,11 @@ struct umdev_nbd *umdev_nbd_start(const struct umdev_nbd_addr *a,
 	close(status[0]);
 	return n;
 
-fail:
-	for (int *fd = (int[]){ listen_fd, shared_fd, notify[0], notify[1], status[0], status[1] },
-		 *end = fd + 6; fd < end; fd++)
-		if (*fd >= 0)
-			close(*fd);
+fail:;
+	int fds[] = { listen_fd, shared_fd, notify[0], notify[1], status[0], status[1] };
+	for (size_t i = 0; i < sizeof fds / sizeof fds[0]; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
 	free(program);
 	free(plugin);
 	free(file);

@@ -377,7 +377,7 @@ int umdev_service_main(const struct vo_daemon_info *info, enum umdev_kind kind,
 out:
 	stop_all(&s);
 	if (s.disk) {
-		r = umdev_flush(s.disk);
+		r = umdev_flush(s.disk, false);
 		if (r < 0) {
 			vo_error("cannot flush %s: %s", s.fsname, strerror(-r));
 			status = VO_EXIT_SOURCE;

@@ -154,12 +154,12 @@ def w_seq_read(d, ctx):
 
 def w_randread(d, ctx):
     fio_dev("fio_randread_4k", "iops", d, "--rw=randread", "--bs=4k",
-            f"--size={ctx['size_mib']}M", "--io_size=64M", "--ioengine=psync")
+            f"--size={ctx['size_mib']}M", "--io_size=256M", "--ioengine=psync")
 
 
 def w_randwrite(d, ctx):
     fio_dev("fio_randwrite_4k", "iops", d, "--rw=randwrite", "--bs=4k",
-            f"--size={ctx['size_mib']}M", "--io_size=64M", "--ioengine=psync", "--end_fsync=1")
+            f"--size={ctx['size_mib']}M", "--io_size=256M", "--ioengine=psync", "--end_fsync=1")
 
 
 def w_randread_qd16(d, ctx):
@@ -328,6 +328,8 @@ def main():
         full_title = f"umdev {name}: {title}"
         # the wall-time table goes to the markdown only where nothing better measures (nbdcopy)
         argv = list(rest)
+        if "--workdir" not in argv:  # not benchlib's shared default: other runners clean it
+            argv += ["--workdir", "/var/tmp/viewos-bench/umdev-run"]
         if name.startswith("fuse") and md.markdown:
             i = argv.index("--markdown")
             del argv[i:i + 2]

@@ -170,7 +170,7 @@ static void test_null_device(void)
 	char buf[16] = "xxxxxxxxxxxxxxx";
 	CHECK_EQ(umdev_pread(d, w, buf, sizeof buf, 0), 0);
 	CHECK_EQ(umdev_pwrite(d, w, buf, sizeof buf, 12345), (ssize_t)sizeof buf);
-	CHECK_EQ(umdev_flush(d), 0);
+	CHECK_EQ(umdev_flush(d, true), 0);
 	umdev_extent_put(w);
 	umdev_disk_free(d);
 

@@ -92,9 +92,10 @@ def test_fdisk_then_mkfs_in_one_script(rtmp, mounts):
     assert_files_match_table(disk, [1, 2])
 
 
-def test_sfdisk_then_mkfs_in_one_script(rtmp, mounts):
+@pytest.mark.parametrize("threads", [[], ["-s"]], ids=["multi-threaded", "single-threaded"])
+def test_sfdisk_then_mkfs_in_one_script(rtmp, mounts, threads):
     img, disk = make_image(rtmp / "disk.img", 64 * MIB), rtmp / "hda"
-    start(mounts, MBR, img, path=disk)
+    start(mounts, MBR, *threads, img, path=disk)
     run(["sh", "-c", f"printf 'size=20MiB\\n\\n' | sfdisk --quiet {disk} && "
                      f"mkfs.ext2 -q {disk}1 && e2fsck -fn {disk}1"])
 
