@@ -54,6 +54,7 @@ struct metaent {
 	struct metaent *next;
 	unsigned flags;
 	bool rec_loaded;
+	bool rec_shared;       /* a hard-linked record: another name may rewrite it, read it anew */
 	int rec_error;         /* -EIO when the record is corrupt */
 	struct vrecord rec;
 	char name[];           /* the view name (for records of long names: their key) */

@@ -324,6 +324,8 @@ static int load_record(struct viewfs *fs, struct vnode *d, struct metadir *m,
 		report_corrupt(fs, d, name, strerror(errno));
 		return -EIO;
 	}
+	struct stat st;
+	e->rec_shared = fstat(fd, &st) == 0 && st.st_nlink > 1;
 	char *buf = malloc(VREC_MAX_SIZE + 1);
 	ssize_t total = 0, r = 0;
 	while (buf && total <= VREC_MAX_SIZE &&
@@ -358,7 +360,8 @@ int meta_record(struct viewfs *fs, struct vnode *d, const char *name, struct vre
 		return 0;
 	int rc = 0;
 	pthread_mutex_lock(&fs->meta_lock);
-	if (!e->rec_loaded) {
+	if (!e->rec_loaded || e->rec_shared) {
+		vrecord_clear(&e->rec);
 		e->rec_error = load_record(fs, d, m, e, name);
 		e->rec_loaded = true;
 	}
@@ -715,12 +718,16 @@ int meta_link_record(struct viewfs *fs, struct vnode *d1, const char *n1, struct
 	else if (linkat(m1->fd, f1, fd2, f2, 0) < 0)
 		rc = -errno;
 	if (rc == 0) {
+		struct metaent *e1 = ment_find(m1, k1);
+		if (e1)
+			e1->rec_shared = true;
 		struct metaent *e = ment_add(meta_get(fs, d2), k2);
 		if (e) {
 			vrecord_clear(&e->rec);
 			e->flags |= META_RECORD;
 			e->rec = rec;
 			e->rec_loaded = true;
+			e->rec_shared = true;
 			e->rec_error = 0;
 			return 0;
 		}

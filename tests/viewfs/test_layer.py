@@ -1,0 +1,150 @@
+"""The layer directory (docs/viewfs-layer-format.md): a layer made by one run mounts again with
+all its changes, also after being copied elsewhere; records of hard links are one record; a layer
+written by hand the way VUOS's vufs writes it mounts; crash leftovers and corrupt records never
+reach the view as half files; a copy-up is atomic even when the daemon is killed."""
+import os
+import random
+import signal
+import subprocess
+
+from viewfs_fixtures import make_view, record, view, whiteout  # noqa: F401
+
+VIEW_DIGEST = ("import hashlib\n"
+               "out = {}\n"
+               "for r, ds, fs in os.walk(M):\n"
+               "    for n in ds + fs:\n"
+               "        p = os.path.join(r, n); s = os.lstat(p)\n"
+               "        k = [s.st_mode, s.st_uid, s.st_gid, s.st_ino, s.st_nlink,"
+               " os.major(s.st_rdev), os.minor(s.st_rdev)]\n"
+               "        if stat.S_ISREG(s.st_mode): k += [hashlib.sha256(open(p, 'rb').read()).hexdigest(),"
+               " s.st_mtime_ns]\n"
+               "        if stat.S_ISLNK(s.st_mode): k.append(os.readlink(p))\n"
+               "        out[os.path.relpath(p, M)] = k\n"
+               "result = out\n")
+
+WORK = ("append('etc/conf', 'changed'); os.unlink(P('etc/gone')); import shutil;"
+        "shutil.rmtree(P('var/cache')); os.mkdir(P('var/cache')); write('var/cache/new', 'n');"
+        "os.rename(P('usr/lib'), P('usr/lib2')); os.link(P('usr/bin/tool'), P('usr/bin/tool2'));"
+        "os.chown(P('usr/bin/tool'), 0, 0); os.chmod(P('usr/bin/tool'), 0o4755);"
+        "write('dev-null', ''); os.setxattr(P('dev-null'), 'user.viewfs.mknod', b'c 1 3');"
+        "os.symlink('etc/conf', P('conflink')); os.mkfifo(P('fifo'))")
+
+TREE = {"etc/conf": "conf\n", "etc/gone": "bye\n", "var/cache/a/b": "cached\n",
+        "usr/lib/libx.so": "ELF\n", "usr/lib/sub/more": "more\n", "usr/bin/tool": "#!/bin/sh\n"}
+
+
+def test_layer_mounts_again_with_all_changes(view):
+    view.make(TREE)
+    view.mount("cow,vstat")
+    orig = view.orig_digest()
+    view.py(WORK)
+    before = view.py(VIEW_DIGEST)
+    view.remount("cow,vstat")
+    assert view.py(VIEW_DIGEST) == before
+    assert view.orig_digest() == orig
+    assert before["usr/bin/tool"][1] == 0 and before["dev-null"][0] & 0o170000 == 0o020000
+
+
+def test_layer_copied_with_tar_mounts_elsewhere(make_view):  # noqa: F811
+    a = make_view("a")
+    a.make(TREE)
+    a.mount("cow,vstat")
+    a.py(WORK)
+    before = a.py(VIEW_DIGEST)
+    a.unmount()
+    b = make_view("b")
+    # the same original and the layer, both copied with tar (a backup and a restore)
+    for src, dst in ((a.mnt, b.mnt), (a.layer, b.layer)):
+        subprocess.run(f"tar -C '{src}' --xattrs -cf - . | tar -C '{dst}' --xattrs -xpf -",
+                       shell=True, check=True)
+    b.mount("cow,vstat")
+    after = b.py(VIEW_DIGEST)
+    # the same view, up to inode numbers (they come from the new copies' file systems)
+    strip = {k: v[:3] + v[4:] for k, v in before.items()}
+    assert {k: v[:3] + v[4:] for k, v in after.items()} == strip
+
+
+def test_hard_links_share_one_record(view):
+    view.make({"f": "x"})
+    view.mount("cow,vstat")
+    r = view.py("os.link(P('f'), P('g')); os.chown(P('g'), 0, 0); os.chmod(P('f'), 0o4711);"
+                "result = [(st(n)['uid'], st(n)['perm']) for n in ('f', 'g')]")
+    assert r == [[0, 0o4711], [0, 0o4711]]
+    rf = os.stat(str(view.layer / ".-" / "f") + "\x7f")
+    rg = os.stat(str(view.layer / ".-" / "g") + "\x7f")
+    assert rf.st_ino == rg.st_ino
+    view.remount("cow,vstat")
+    assert view.py("result = [(st(n)['uid'], st(n)['perm']) for n in ('f', 'g')]") == r
+
+
+def test_layer_written_like_vufs_mounts(view):
+    """Whiteouts and key=value records made by hand, as VUOS's vufs writes them."""
+    view.make({"etc/passwd": "root:x:0:0\n", "etc/protocols": "ip 0 IP\n", "dev/null": ""})
+    meta = view.layer / ".-"
+    (meta / "etc").mkdir(parents=True)
+    (meta / "etc" / "protocols").write_bytes(b"")
+    (meta / "etc" / "passwd\x7f").write_text("mode=0600\nuid=1234\ngid=1234\n")
+    (meta / "dev").mkdir()
+    (meta / "dev" / "null\x7f").write_text("type=c\nmode=0666\nrdev=1,3\n")
+    subprocess.run(["chown", "-R", f"{view.user.uid}:{view.user.gid}", view.layer], check=True)
+    view.mount("cow,vstat")
+    r = view.py("result = [ls('etc'), st('etc/passwd'), st('dev/null')]")
+    assert r[0] == ["passwd"]
+    assert (r[1]["perm"], r[1]["uid"], r[1]["gid"]) == (0o600, 1234, 1234)
+    assert (r[2]["fmt"], r[2]["rdev"], r[2]["perm"]) == (0o020000, [1, 3], 0o666)
+
+
+def test_crash_leftovers_never_show(view):
+    view.make({"f": "orig\n"})
+    work = view.layer / ".-" / ".-"
+    work.mkdir(parents=True)
+    (work / "tmp.1234.5").write_text("half a cop")
+    (view.layer / ".-" / "f\x7f").write_text("ino=7\n")  # a record written before a crash
+    subprocess.run(["chown", "-R", f"{view.user.uid}:{view.user.gid}", view.layer], check=True)
+    view.mount("cow")
+    assert view.py("result = [read('f'), ls()]") == ["orig\n", ["f"]]
+    assert list(work.iterdir()) == []
+
+
+def test_corrupt_record_gives_eio_for_that_entry_only(view):
+    view.make({"good": "g\n", "bad": "b\n"})
+    (view.layer / ".-").mkdir()
+    (view.layer / ".-" / "bad\x7f").write_text("mode=banana\n")
+    subprocess.run(["chown", "-R", f"{view.user.uid}:{view.user.gid}", view.layer], check=True)
+    m = view.mount("cow")
+    r = view.py("result = [read('good'), st('bad'), read('bad'), ls()]")
+    assert r == ["g\n", "EIO", "EIO", ["bad", "good"]]
+    assert (view.layer / ".-" / "bad\x7f").read_text() == "mode=banana\n"  # left alone
+    view.unmount()
+    lines = [ln for ln in m.stderr().splitlines() if "corrupt" in ln]
+    assert lines and lines[0].startswith("viewfs: corrupt layer record .-/bad\\x7f: line 1: bad mode")
+
+
+def test_copy_up_is_atomic_when_the_daemon_is_killed(view):
+    rnd = random.Random(7)
+    view.make({f"f{i:03d}": rnd.randbytes(65536) for i in range(150)})
+    originals = {f"f{i:03d}": (view.mnt / f"f{i:03d}").read_bytes() for i in range(150)}
+    m = view.mount("cow")
+    writer = subprocess.Popen(
+        view.user.wrap(["/usr/bin/python3", "-c",
+                        "import os, sys\n"
+                        "for i in range(150):\n"
+                        "    with open(os.path.join(sys.argv[1], f'f{i:03d}'), 'ab') as f:\n"
+                        "        f.write(b'appended')\n", str(view.mnt)]),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not list(view.layer.glob("f*")) and writer.poll() is None:
+        pass
+    m.kill(signal.SIGKILL)
+    writer.wait(30)
+    subprocess.run(["fusermount3", "-uz", view.mnt], check=False)
+    m.unmounted = True
+    view.m = None
+    view.mount("cow")
+    got = view.py("import base64\n"
+                  "result = {n: base64.b64encode(open(P(n), 'rb').read()).decode()"
+                  " for n in ls()}")
+    import base64
+    for name, data in got.items():
+        data = base64.b64decode(data)
+        assert data in (originals[name], originals[name] + b"appended"), name
+    assert sorted(got) == sorted(originals)
