@@ -247,15 +247,22 @@ static int64_t map_run(struct e2 *e, struct node *n, struct ext2_inode_large *in
 		return -e2_errno(e, err, "opening the extent tree", n->ino);
 	uint64_t done = 0;
 	while (done < count) {
-		/* the first block through libext2fs (which handles every case of the tree),
-		 * then the rest by lengthening the extent it landed in */
-		err = ext2fs_extent_set_bmap(h, lblk + done, pblk + done,
+		/* most often the run continues the extent before it: lengthen that one */
+		uint64_t l = lblk + done;
+		uint64_t took = 0;
+		if (l > 0 && ext2fs_extent_goto(h, l - 1) == 0)
+			took = extend_current(h, l, pblk + done, count - done, uninit);
+		if (took) {
+			done += took;
+			continue;
+		}
+		/* else one block through libext2fs, which handles every shape of the tree (and
+		 * leaves its handle where it started: go back to the new extent) */
+		err = ext2fs_extent_set_bmap(h, l, pblk + done,
 					     uninit ? EXT2_EXTENT_SET_BMAP_UNINIT : 0);
 		if (err)
 			break;
 		done++;
-		if (done < count)
-			done += extend_current(h, lblk + done, pblk + done, count - done, uninit);
 	}
 	ext2fs_extent_free(h);
 	if (done == 0)
@@ -441,6 +448,45 @@ static int load_block(struct e2 *e, struct node *n, struct ext2_inode_large *in,
 	return bcache_read_direct(e->cache, pblk, 1, dst);
 }
 
+/* Where block i of a write starting in block `first` comes from: a bounce buffer for a
+ * partial block at either edge, else the caller's buffer itself. */
+struct write_src {
+	const char *buf;
+	uint64_t off;
+	size_t size;
+	unsigned bs;
+	uint64_t nblk;
+	char *head, *tail; /* NULL when that edge is block-aligned */
+};
+
+static const char *src_block(const struct write_src *w, uint64_t i)
+{
+	if (i == 0 && w->head)
+		return w->head;
+	if (i == w->nblk - 1 && w->tail)
+		return w->tail;
+	return w->buf + i * w->bs - w->off % w->bs;
+}
+
+/* Write blocks [i, i+len) of the request to the device at pblk, in as few writes as the
+ * sources allow (the edges may be bounce buffers). */
+static int write_run(struct e2 *e, const struct write_src *w, uint64_t i, uint64_t pblk,
+		     uint64_t len)
+{
+	while (len) {
+		const char *src = src_block(w, i);
+		uint64_t k = 1;
+		if (src != w->head && src != w->tail)
+			while (k < len && src_block(w, i + k) == src + k * w->bs)
+				k++;
+		int r = bcache_write_direct(e->cache, pblk, k, src);
+		if (r < 0)
+			return r;
+		i += k, pblk += k, len -= k;
+	}
+	return 0;
+}
+
 ssize_t data_write(struct e2 *e, struct node *n, struct ext2_inode_large *in,
 		   const struct fuse_ctx *ctx, const char *buf, size_t size, uint64_t off)
 {
@@ -468,17 +514,30 @@ ssize_t data_write(struct e2 *e, struct node *n, struct ext2_inode_large *in,
 		size = (size_t)(nblk * bs - off % bs);
 	}
 
-	char *bounce = malloc(nblk * bs);
-	if (!bounce)
-		return -ENOMEM;
+	/* partial blocks at the edges: merged with what the block holds */
+	struct write_src w = { .buf = buf, .off = off, .size = size, .bs = bs, .nblk = nblk };
+	char *edges = NULL;
 	int r = 0;
-	if (off % bs)
-		r = load_block(e, n, in, first, bounce);
-	if (r == 0 && (off + size) % bs && (last != first || off % bs == 0))
-		r = load_block(e, n, in, last, bounce + (last - first) * bs);
-	if (r < 0)
-		goto out;
-	memcpy(bounce + off % bs, buf, size);
+	bool head_partial = off % bs != 0 || (nblk == 1 && (off + size) % bs != 0);
+	bool tail_partial = nblk > 1 && (off + size) % bs != 0;
+	if (head_partial || tail_partial) {
+		edges = malloc(2 * (size_t)bs);
+		if (!edges)
+			return -ENOMEM;
+	}
+	if (head_partial) {
+		w.head = edges;
+		if ((r = load_block(e, n, in, first, w.head)) < 0)
+			goto out;
+		size_t in_head = bs - off % bs < size ? bs - off % bs : size;
+		memcpy(w.head + off % bs, buf, in_head);
+	}
+	if (tail_partial) {
+		w.tail = edges + bs;
+		if ((r = load_block(e, n, in, last, w.tail)) < 0)
+			goto out;
+		memcpy(w.tail, buf + (last * bs - off), (off + size) - last * bs);
+	}
 
 	int64_t got = data_alloc(e, n, in, first, nblk, false, false);
 	if (got <= 0) {
@@ -486,11 +545,14 @@ ssize_t data_write(struct e2 *e, struct node *n, struct ext2_inode_large *in,
 		goto out;
 	}
 	if ((uint64_t)got < nblk) { /* the disk filled up under us: write what we have */
-		nblk = (uint64_t)got;
-		if (nblk * bs <= off % bs) {
+		if ((uint64_t)got * bs <= off % bs) {
 			r = -ENOSPC;
 			goto out;
 		}
+		/* the new last block is whole (it was not the tail) */
+		nblk = (uint64_t)got;
+		w.nblk = nblk;
+		w.tail = NULL;
 		size = (size_t)(nblk * bs - off % bs);
 	}
 	for (uint64_t done = 0; done < nblk;) {
@@ -502,7 +564,7 @@ ssize_t data_write(struct e2 *e, struct node *n, struct ext2_inode_large *in,
 			r = -EIO;
 			goto out;
 		}
-		if ((r = bcache_write_direct(e->cache, pblk, len, bounce + done * bs)) < 0)
+		if ((r = write_run(e, &w, done, pblk, len)) < 0)
 			goto out;
 		done += len;
 	}
@@ -512,7 +574,7 @@ ssize_t data_write(struct e2 *e, struct node *n, struct ext2_inode_large *in,
 		ino_touch(in, true, true);
 	r = ino_write(e, n->ino, in);
 out:
-	free(bounce);
+	free(edges);
 	return r < 0 ? r : (ssize_t)size;
 }
 

@@ -190,6 +190,10 @@ static int e2_start(void *cfgp, struct vo_cmdline *cl, void **statep)
 	}
 	if (e->readonly)
 		cl->readonly = true; /* the kernel mount says ro too */
+	/* libext2fs runs under one lock: beyond two threads (one working, one taking the next
+	 * request) workers only wake each other in turn, which costs more than it overlaps */
+	if (!cl->max_threads)
+		cl->max_threads = 2;
 	fuse_opt_add_arg(&cl->fuse_args, "-odefault_permissions");
 	struct node *root = node_get(e, EXT2_ROOT_INO);
 	if (root)
