@@ -25,6 +25,7 @@
 #include "shared.h"
 
 #include <ctype.h>
+#include <pthread.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -53,7 +54,27 @@ static uint64_t seen_generation; /* atomic */
 
 struct handle {
 	struct umdev_extent *e;
+	struct handle *prev, *next;
 };
+
+/* Every open handle: nbdkit does not close the handles of connections still ending when it
+ * quits, so unload frees what is left. */
+static pthread_mutex_t handles_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct handle *handles;
+
+static void forget_handle(struct handle *h)
+{
+	pthread_mutex_lock(&handles_lock);
+	if (h->prev)
+		h->prev->next = h->next;
+	else
+		handles = h->next;
+	if (h->next)
+		h->next->prev = h->prev;
+	pthread_mutex_unlock(&handles_lock);
+	umdev_extent_put(h->e);
+	free(h);
+}
 
 static int parse_fd(const char *key, const char *value, int *out)
 {
@@ -261,6 +282,8 @@ static int plugin_get_ready(void)
 
 static void plugin_unload(void)
 {
+	while (handles)
+		forget_handle(handles);
 	umdev_disk_free(disk);
 	if (shared)
 		munmap(shared, UMDEV_SHARED_SIZE);
@@ -311,22 +334,26 @@ static void *plugin_open(int readonly)
 		errno = ENOENT;
 		return NULL;
 	}
-	struct handle *h = malloc(sizeof *h);
+	struct handle *h = calloc(1, sizeof *h);
 	if (!h) {
 		umdev_extent_put(e);
 		nbdkit_error("out of memory");
 		return NULL;
 	}
 	h->e = e;
+	pthread_mutex_lock(&handles_lock);
+	h->next = handles;
+	if (h->next)
+		h->next->prev = h;
+	handles = h;
+	pthread_mutex_unlock(&handles_lock);
 	return h;
 }
 
 static void plugin_close(void *handle)
 {
-	struct handle *h = handle;
 	after_table_write();
-	umdev_extent_put(h->e);
-	free(h);
+	forget_handle(handle);
 }
 
 static int plugin_list_exports(int readonly, int is_tls, struct nbdkit_exports *exports)

@@ -6,7 +6,13 @@
  *
  * Numbering is Linux's: MBR primary slots are 1-4 (empty slots stay holes), logical partitions
  * are numbered from 5 in chain order, GPT entry i (1-based) is partition i (empty entries stay
- * holes). Sectors are 512 bytes; disks with 4096-byte logical sectors are not supported. */
+ * holes). Sectors are 512 bytes; disks with 4096-byte logical sectors are not supported.
+ *
+ * Written here rather than taken from libblkid or libfdisk, which read partition tables well:
+ * both want a file descriptor (our disks may be NBD URIs read through the block layer), neither
+ * says where the table lies on the disk (the live re-read needs exactly that: which writes
+ * touch it), and neither reports why a GPT was refused or which header it used. The formats
+ * are small and fixed; the parsers are fuzzed (tests/fuzz/umdev). */
 #ifndef UMDEV_PARTITION_H
 #define UMDEV_PARTITION_H
 

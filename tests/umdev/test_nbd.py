@@ -236,3 +236,17 @@ def test_nbd_as_an_unprivileged_user(utmp, user, mounts):
     assert set(exports(sock)) == {"", "1", "hda1"}
     m.unmount()
     assert sorted(p.name for p in utmp.iterdir()) == ["disk.img"]
+
+
+def test_detached_daemon_with_nbd_lets_the_caller_go(rtmp):
+    """Started as a command (detaching), with its output captured: the command returns at once
+    and its output ends, although nbdkit (its child) keeps running."""
+    from conftest import viewos_bin
+    img, disk, sock = make_image(rtmp / "disk.img", 32 * MIB), rtmp / "hda", rtmp / "nbd.sock"
+    r = run([viewos_bin(MBR), "-o", f"nbd=unix:{sock}", img, disk], timeout=30)
+    try:
+        assert r.stdout == "" and r.stderr == ""
+        assert exports(sock) == {"": 32 * MIB}
+    finally:
+        run(["fusermount3", "-u", disk], check=False)
+        wait_for(lambda: not disk.exists() and not sock.exists(), what="the daemon to end")
