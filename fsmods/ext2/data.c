@@ -572,6 +572,7 @@ ssize_t data_write(struct e2 *e, struct node *n, struct ext2_inode_large *in,
 		ext2fs_inode_size_set(e->fs, (struct ext2_inode *)in, off + size);
 	if (!e->writeback_cache)
 		ino_touch(in, true, true);
+	ino_kill_suid(in, ctx, false);
 	r = ino_write(e, n->ino, in);
 out:
 	free(edges);

@@ -142,6 +142,9 @@ void ino_set_time(struct ext2_inode_large *in, enum ino_time which, struct times
 struct timespec ino_get_time(const struct ext2_inode_large *in, enum ino_time which);
 struct timespec e2_now(void);
 void ino_touch(struct ext2_inode_large *in, bool mtime, bool ctime);
+/* True when the inode has no extended attribute at all (no attribute block, no in-inode
+ * attributes): lets the common case skip libext2fs' xattr machinery. */
+bool ino_has_no_xattrs(struct e2 *e, ext2_ino_t ino);
 /* Allocate and write a new inode (not yet linked anywhere). */
 int ino_create(struct e2 *e, ext2_ino_t parent, mode_t mode, uid_t uid, gid_t gid, dev_t rdev,
 	       ext2_ino_t *ino, struct ext2_inode_large *in);
@@ -155,6 +158,9 @@ int ino_dir_link_inc(struct e2 *e, struct ext2_inode_large *dir);
 void ino_dir_link_dec(struct ext2_inode_large *dir);
 int e2_file_type(mode_t mode); /* EXT2_FT_* for a directory entry */
 void ino_atime_on_access(struct e2 *e, ext2_ino_t ino, struct ext2_inode_large *in);
+/* Writing or truncating a file by someone without CAP_FSETID (here: not root) drops setuid,
+ * and setgid when group-executable; chown drops them for everyone (as the kernel does). */
+void ino_kill_suid(struct ext2_inode_large *in, const struct fuse_ctx *ctx, bool chown);
 
 /* ---- dir.c ---- */
 /* name_len <= 255 and no '/' is the caller's business. */

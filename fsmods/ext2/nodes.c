@@ -319,6 +319,28 @@ int e2_file_type(mode_t mode)
 	}
 }
 
+bool ino_has_no_xattrs(struct e2 *e, ext2_ino_t ino)
+{
+	unsigned isize = EXT2_INODE_SIZE(e->fs->super);
+	unsigned char small[1024], *buf = isize <= sizeof small ? small : malloc(isize);
+	if (!buf)
+		return false;
+	bool none = false;
+	if (ext2fs_read_inode_full(e->fs, ino, (struct ext2_inode *)buf, (int)isize) == 0) {
+		const struct ext2_inode_large *in = (const struct ext2_inode_large *)buf;
+		none = ext2fs_file_acl_block(e->fs, (struct ext2_inode *)buf) == 0;
+		unsigned at = EXT2_GOOD_OLD_INODE_SIZE + in->i_extra_isize;
+		if (none && isize > EXT2_GOOD_OLD_INODE_SIZE && at + 4 <= isize) {
+			uint32_t magic = (uint32_t)buf[at] | (uint32_t)buf[at + 1] << 8 |
+					 (uint32_t)buf[at + 2] << 16 | (uint32_t)buf[at + 3] << 24;
+			none = magic != EXT2_EXT_ATTR_MAGIC;
+		}
+	}
+	if (buf != small)
+		free(buf);
+	return none;
+}
+
 /* ---- creating and freeing ---- */
 
 static void init_extent_header(struct ext2_inode_large *in)
@@ -462,4 +484,14 @@ void ino_atime_on_access(struct e2 *e, ext2_ino_t ino, struct ext2_inode_large *
 		return;
 	ino_set_time(in, T_ATIME, now);
 	ino_write(e, ino, in);
+}
+
+void ino_kill_suid(struct ext2_inode_large *in, const struct fuse_ctx *ctx, bool chown)
+{
+	if (!LINUX_S_ISREG(in->i_mode) || (!chown && ctx->uid == 0))
+		return;
+	__u16 mode = in->i_mode & (__u16)~S_ISUID;
+	if ((mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))
+		mode &= (__u16)~S_ISGID;
+	in->i_mode = mode;
 }

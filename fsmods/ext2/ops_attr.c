@@ -1,6 +1,7 @@
 /* FUSE operations on attributes: getattr, setattr (chmod, chown, truncate, utimens), statfs and
- * the extended attribute calls. setuid/setgid clearing on write and chown is left to the
- * kernel (HANDLE_KILLPRIV is not taken), which sends the mode change here like any chmod. */
+ * the extended attribute calls. setuid/setgid are cleared here on write, truncate and chown
+ * (FUSE_CAP_HANDLE_KILLPRIV): left to the kernel, every write would cost it a getxattr of
+ * security.capability and a getattr round trip first. */
 #define _GNU_SOURCE
 #include "e2fuse.h"
 
@@ -54,6 +55,8 @@ static int do_setattr(fuse_req_t req, struct e2 *e, ext2_ino_t ino, const struct
 		ino_set_uid(&in, attr->st_uid);
 	if (to_set & FUSE_SET_ATTR_GID)
 		ino_set_gid(&in, attr->st_gid);
+	if ((to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) && !(to_set & FUSE_SET_ATTR_MODE))
+		ino_kill_suid(&in, fuse_req_ctx(req), true);
 	bool size_changed = false;
 	if (to_set & FUSE_SET_ATTR_SIZE) {
 		if (LINUX_S_ISDIR(in.i_mode))
@@ -65,10 +68,11 @@ static int do_setattr(fuse_req_t req, struct e2 *e, ext2_ino_t ino, const struct
 			struct node *n = node_get(e, ino);
 			if (!n)
 				return -ENOMEM;
-			(void)req;
 			if ((r = data_truncate(e, n, &in, size)) < 0)
 				return r;
 			size_changed = true;
+			if (!(to_set & FUSE_SET_ATTR_MODE))
+				ino_kill_suid(&in, fuse_req_ctx(req), false);
 		}
 	}
 	if (to_set & FUSE_SET_ATTR_ATIME)

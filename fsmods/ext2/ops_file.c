@@ -129,6 +129,7 @@ void op_fallocate(fuse_req_t req, fuse_ino_t fino, int mode, off_t offset, off_t
 		bool contents = (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) ||
 				EXT2_I_SIZE(&in) != old_size;
 		ino_touch(&in, contents, true);
+		ino_kill_suid(&in, fuse_req_ctx(req), false);
 		r = ino_write(e, ino, &in);
 	}
 	e2_unlock(e);

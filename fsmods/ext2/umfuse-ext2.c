@@ -95,8 +95,9 @@ static void e2_init(void *userdata, struct fuse_conn_info *conn)
 	if (conn->max_background < 64)
 		conn->max_background = 64;
 	conn->congestion_threshold = conn->max_background * 3 / 4;
-	/* the kernel clears setuid/setgid on write and chown and sends it as a chmod */
-	conn->want &= ~FUSE_CAP_HANDLE_KILLPRIV;
+	/* setuid/setgid are cleared here on write, truncate and chown (see ops_attr.c) */
+	if (conn->capable & FUSE_CAP_HANDLE_KILLPRIV)
+		conn->want |= FUSE_CAP_HANDLE_KILLPRIV;
 	/* open is answered ENOSYS (no per-open state), so O_TRUNC must reach us as a setattr */
 	conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC;
 	/* nobody else writes: cached pages never go stale behind the kernel's back */

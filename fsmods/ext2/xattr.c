@@ -40,6 +40,8 @@ static int open_xattrs(struct e2 *e, ext2_ino_t ino, struct ext2_xattr_handle **
 
 static int get_raw(struct e2 *e, ext2_ino_t ino, const char *name, void **value, size_t *size)
 {
+	if (ino_has_no_xattrs(e, ino))
+		return -ENODATA; /* the kernel asks for security.capability on every write */
 	struct ext2_xattr_handle *h;
 	int r = open_xattrs(e, ino, &h);
 	if (r < 0)
@@ -207,7 +209,7 @@ static int list_one(char *name, char *value, size_t value_len, void *data)
 int xattr_list(struct e2 *e, ext2_ino_t ino, char **list, size_t *size)
 {
 	struct ext2_xattr_handle *h;
-	int r = open_xattrs(e, ino, &h);
+	int r = ino_has_no_xattrs(e, ino) ? -EOPNOTSUPP : open_xattrs(e, ino, &h);
 	if (r == -EOPNOTSUPP) {
 		*list = NULL;
 		*size = 0;
