@@ -222,12 +222,14 @@ static pthread_once_t buffer_once = PTHREAD_ONCE_INIT;
 
 struct thread_buffer {
 	size_t size;
-	char data[];
+	char *data; /* aligned for O_DIRECT (-o direct) */
 };
 
 static void free_buffer(void *p)
 {
-	free(p);
+	struct thread_buffer *b = p;
+	free(b->data);
+	free(b);
 }
 
 static void make_buffer_key(void)
@@ -242,11 +244,14 @@ static char *thread_buffer(size_t size)
 	if (b && b->size >= size)
 		return b->data;
 	size_t want = size < (1u << 20) ? (1u << 20) : size;
-	struct thread_buffer *nb = malloc(sizeof *nb + want);
-	if (!nb)
+	struct thread_buffer *nb = malloc(sizeof *nb);
+	if (!nb || posix_memalign((void **)&nb->data, UMDEV_DIRECT_ALIGN, want) != 0) {
+		free(nb);
 		return NULL;
+	}
 	nb->size = want;
-	free(b);
+	if (b)
+		free_buffer(b);
 	pthread_setspecific(buffer_key, nb);
 	return nb->data;
 }
@@ -273,8 +278,11 @@ static void df_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 	size_t size = fuse_buf_size(in);
 	size_t n = size;
 	uint64_t abs;
+	/* straight from libfuse's buffer (or pipe) to the store's fd, unless the disk is read-only
+	 * or uses O_DIRECT, which needs the data in aligned memory */
 	bool readonly = df->disk->dev && vo_block_readonly(df->disk->dev);
-	int fd = readonly ? -1 : umdev_extent_fd(df->disk, e, (uint64_t)off, &n, &abs);
+	int fd = readonly || df->disk->direct_fd >= 0
+			 ? -1 : umdev_extent_fd(df->disk, e, (uint64_t)off, &n, &abs);
 	if (fd >= 0 && n > 0) {
 		struct fuse_bufvec dst = FUSE_BUFVEC_INIT(n);
 		dst.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
@@ -291,7 +299,7 @@ static void df_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in,
 	}
 	/* The general path (NBD source, null device, errors and bounds): through memory. */
 	const void *data = NULL;
-	if (in->count == 1 && !(in->buf[0].flags & FUSE_BUF_IS_FD)) {
+	if (in->count == 1 && !(in->buf[0].flags & FUSE_BUF_IS_FD) && df->disk->direct_fd < 0) {
 		data = (const char *)in->buf[0].mem + in->off;
 	} else {
 		char *buf = thread_buffer(size);

@@ -1,7 +1,11 @@
 /* See disk.h: the disk, its partitions, and re-reading the table. */
+#define _GNU_SOURCE
 #include "disk.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -49,6 +53,7 @@ struct umdev_disk *umdev_disk_new(struct vo_block *dev, uint64_t null_size, bool
 	struct stat st;
 	int fd = dev ? vo_block_fd(dev, &base) : -1;
 	d->trim_zeroes = fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+	d->direct_fd = -1;
 	d->whole = extent_new(0, 0, d->size, NULL);
 	if (!d->whole) {
 		free(d);
@@ -70,9 +75,27 @@ void umdev_disk_free(struct umdev_disk *d)
 	umdev_table_clear(&d->table);
 	pthread_rwlock_destroy(&d->table_lock);
 	pthread_mutex_destroy(&d->rescan_lock);
+	if (d->direct_fd >= 0)
+		close(d->direct_fd);
 	if (d->dev)
 		vo_block_close(d->dev);
 	free(d);
+}
+
+int umdev_disk_use_direct_io(struct umdev_disk *d)
+{
+	uint64_t base;
+	int fd = d->dev ? vo_block_fd(d->dev, &base) : -1;
+	if (fd < 0)
+		return -EOPNOTSUPP;
+	char path[64];
+	snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+	int flags = (vo_block_readonly(d->dev) ? O_RDONLY : O_RDWR) | O_DIRECT | O_CLOEXEC;
+	int dfd = open(path, flags);
+	if (dfd < 0)
+		return -errno;
+	d->direct_fd = dfd;
+	return 0;
 }
 
 static ssize_t read_disk(void *ctx, void *buf, size_t len, uint64_t off)

@@ -38,6 +38,8 @@ struct umdev_disk {
 	bool partscan;
 	bool trim_zeroes;             /* the backing is a file or memfd: a trim punches a hole,
 					 which reads back as zeros (not so on a block device) */
+	int direct_fd;                /* -1, or the store opened with O_DIRECT (see
+					 umdev_disk_use_direct_io) */
 	pthread_mutex_t rescan_lock;  /* one re-read at a time */
 	pthread_rwlock_t table_lock;  /* table and parts, against concurrent writers' checks */
 	struct umdev_table table;
@@ -65,6 +67,15 @@ struct umdev_changes {
 /* Takes ownership of dev (NULL with null_size for the null device). Does not scan. */
 struct umdev_disk *umdev_disk_new(struct vo_block *dev, uint64_t null_size, bool partscan);
 void umdev_disk_free(struct umdev_disk *d);
+
+/* Serve aligned reads and writes (offset, length and memory on UMDEV_DIRECT_ALIGN bytes)
+ * with O_DIRECT on the store, so they bypass its page cache too: an image on a disk is then
+ * read and written as directly as the device file is (umdev-mbr -o direct). Other requests,
+ * and the nbdkit plugin, keep the page cache; the kernel keeps the two coherent (a direct read
+ * writes back cached pages of its range first, a direct write drops them). For an image file
+ * or a block device only. 0, or -errno. */
+#define UMDEV_DIRECT_ALIGN 4096u
+int umdev_disk_use_direct_io(struct umdev_disk *d);
 
 /* Re-read the table (nothing when partscan is off) and bring the partitions in line; the
  * changes against the previous partitions go to *ch (may be NULL) and the scanner's

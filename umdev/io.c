@@ -3,7 +3,37 @@
 #include "disk.h"
 
 #include <errno.h>
+#include <stdint.h>
+#include <unistd.h>
 #include <string.h>
+
+static bool aligned(uint64_t off, uint64_t len, const void *buf)
+{
+	return ((off | len | (uintptr_t)buf) & (UMDEV_DIRECT_ALIGN - 1)) == 0;
+}
+
+/* pread/pwrite on the O_DIRECT fd; -EINVAL (the store refused the alignment) sends the
+ * caller back to the buffered path. */
+static ssize_t direct_io(struct umdev_disk *d, bool write, void *buf, size_t len, uint64_t off)
+{
+	size_t done = 0;
+	while (done < len) {
+		ssize_t r = write ? pwrite(d->direct_fd, (char *)buf + done, len - done,
+					   (off_t)(off + done))
+				  : pread(d->direct_fd, (char *)buf + done, len - done,
+					  (off_t)(off + done));
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return done ? (ssize_t)done : -errno;
+		if (r == 0)
+			break;
+		done += (size_t)r;
+	}
+	if (!write && done < len) /* the image shrank: what is not there reads as zeros */
+		memset((char *)buf + done, 0, len - done);
+	return write ? (ssize_t)done : (ssize_t)len;
+}
 
 /* Clip [off, off+*len) to the extent; false when it starts at or past the end. */
 static bool clip(const struct umdev_extent *e, uint64_t off, uint64_t *len)
@@ -27,6 +57,11 @@ ssize_t umdev_pread(struct umdev_disk *d, struct umdev_extent *e, void *buf, siz
 		memset(buf, 0, (size_t)n);
 		return (ssize_t)n;
 	}
+	if (d->direct_fd >= 0 && aligned(e->start + off, n, buf)) {
+		ssize_t r = direct_io(d, false, buf, (size_t)n, e->start + off);
+		if (r != -EINVAL)
+			return r;
+	}
 	return vo_block_pread(d->dev, buf, (size_t)n, e->start + off);
 }
 
@@ -44,7 +79,11 @@ ssize_t umdev_pwrite(struct umdev_disk *d, struct umdev_extent *e, const void *b
 	uint64_t n = len;
 	if (!clip(e, off, &n))
 		return -ENOSPC;
-	ssize_t r = vo_block_pwrite(d->dev, buf, (size_t)n, e->start + off);
+	ssize_t r = -EINVAL;
+	if (d->direct_fd >= 0 && aligned(e->start + off, n, buf))
+		r = direct_io(d, true, (void *)buf, (size_t)n, e->start + off);
+	if (r == -EINVAL)
+		r = vo_block_pwrite(d->dev, buf, (size_t)n, e->start + off);
 	if (r > 0)
 		umdev_note_write(d, e->start + off, (uint64_t)r);
 	return r;

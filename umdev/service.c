@@ -215,6 +215,14 @@ static int open_store(struct umdev_service *s, const char *source)
 		vo_block_close(dev);
 		return VO_EXIT_SOURCE;
 	}
+	if (s->cfg->direct) {
+		int r = umdev_disk_use_direct_io(s->disk);
+		if (r < 0) {
+			vo_error("%s: cannot use direct I/O (-o direct): %s", source,
+				 r == -EOPNOTSUPP ? "not an image file or a device" : strerror(-r));
+			return VO_EXIT_SOURCE;
+		}
+	}
 	return VO_EXIT_OK;
 }
 

@@ -22,6 +22,7 @@ struct umdev_config {
 	unsigned uid, gid;  /* of the device files; UINT_MAX: the daemon's own */
 	unsigned mode;      /* permission bits of the device files */
 	int partscan;       /* partition files (mbr, ramdisk) */
+	int direct;         /* mbr: O_DIRECT on the image for aligned requests */
 	uint64_t size;      /* ramdisk, null */
 	char *nbd;          /* unix:SOCKET or tcp:[HOST]:PORT */
 };

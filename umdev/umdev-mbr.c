@@ -27,6 +27,8 @@ static const struct vo_opt options[] = {
 	  "permissions of the device files (default 0600)" },
 	{ "partscan", VO_OPT_BOOL, offsetof(struct umdev_config, partscan), 0, 0, NULL, NULL,
 	  "show the partitions as files (the default; partscan=0: the whole disk only)" },
+	{ "direct", VO_OPT_FLAG, offsetof(struct umdev_config, direct), 1, 0, NULL, NULL,
+	  "bypass the image's page cache too (O_DIRECT for aligned requests)" },
 	{ "nbd", VO_OPT_STRING, offsetof(struct umdev_config, nbd), 0, 0, NULL,
 	  "unix:SOCKET|tcp:HOST:PORT", "also export the disk and its partitions over NBD" },
 	VO_OPT_TABLE_END,

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from conftest import mounted_at, run
+from conftest import mounted_at, run, viewos_bin
 from umdevlib import (BLKBSZGET, BLKFLSBUF, BLKGETSIZE64, BLKRRPART, BLKSSZGET, MIB,
                       ioctl_none, ioctl_u64, make_image, part_path, partition_files, read_at,
                       sfdisk, start, table_parts, wait_for)
@@ -374,3 +374,48 @@ def test_unprivileged_user(utmp, user, mounts):
     assert not mounted_at(part_path(disk, 7))
     m.unmount()
     assert sorted(p.name for p in utmp.iterdir()) == ["disk.img"]
+
+
+def cached_bytes(path):
+    return int(run(["fincore", "-b", "-n", "-o", "RES", path]).stdout.strip())
+
+
+@pytest.mark.parametrize("direct", [False, True], ids=["page-cache", "direct"])
+def test_direct_option_bypasses_the_image_page_cache(rtmp, mounts, direct):
+    """-o direct: aligned I/O on the device files reaches the image with O_DIRECT (none of it
+    stays in the image's page cache); unaligned I/O still works, and every view agrees."""
+    img, disk = make_image(rtmp / "disk.img", 64 * MIB), rtmp / "hda"
+    run(["sfdisk", "--quiet", img], input="size=32MiB\n")
+    opts = ["-o", "direct"] if direct else []
+    start(mounts, MBR, *opts, img, path=disk, parts=[1])
+    p1 = part_path(disk, 1)
+    data = random.Random(11).randbytes(16 * MIB)
+    run(["dd", f"of={p1}", "bs=1M", "oflag=direct", "conv=notrunc", "status=none"],
+        input=data, binary=True)
+    cached = cached_bytes(img)
+    if direct:
+        assert cached < 4 * MIB, cached  # the table, read through the page cache
+    else:
+        assert cached >= 16 * MIB, cached
+    fd = os.open(p1, os.O_RDWR)
+    try:
+        assert os.pwrite(fd, b"unaligned", 12345) == 9  # the buffered path
+        assert os.pread(fd, 9, 12345) == b"unaligned"
+    finally:
+        os.close(fd)
+    expect = data[:12345] + b"unaligned" + data[12345 + 9:]
+    assert read_at(p1, 0, 16 * MIB) == expect
+    assert read_at(img, MIB, 16 * MIB) == expect
+    run(["mkfs.ext2", "-q", p1])
+    run(["e2fsck", "-fn", p1])
+
+
+def test_direct_option_needs_a_file(rtmp, mounts):
+    ram = rtmp / "ram"
+    start(mounts, "umdev-ramdisk", "-o", "size=8M,nbd=unix:" + str(rtmp / "s"), path=ram)
+    r = run([viewos_bin(MBR), "-f", "-o", "direct", f"nbd+unix:///?socket={rtmp}/s",
+             rtmp / "hda"], check=False)
+    assert r.returncode == 2
+    assert r.stderr.splitlines() == [
+        f"umdev-mbr: nbd+unix:///?socket={rtmp}/s: cannot use direct I/O (-o direct): "
+        "not an image file or a device"]
