@@ -95,17 +95,21 @@ static void e2_init(void *userdata, struct fuse_conn_info *conn)
 	if (conn->max_background < 64)
 		conn->max_background = 64;
 	conn->congestion_threshold = conn->max_background * 3 / 4;
-	/* setuid/setgid are cleared here on write, truncate and chown (see ops_attr.c) */
-	if (conn->capable & FUSE_CAP_HANDLE_KILLPRIV)
-		conn->want |= FUSE_CAP_HANDLE_KILLPRIV;
-	/* open is answered ENOSYS (no per-open state), so O_TRUNC must reach us as a setattr */
-	conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC;
-	/* nobody else writes: cached pages never go stale behind the kernel's back */
-	conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
 	if (e->cfg.writeback && (conn->capable & FUSE_CAP_WRITEBACK_CACHE)) {
 		conn->want |= FUSE_CAP_WRITEBACK_CACHE;
 		e->writeback_cache = true;
 	}
+	/* setuid/setgid are cleared here on write, truncate and chown (see ops_attr.c) — but
+	 * with the writeback cache writes arrive later, without the writer's identity, so then
+	 * the kernel does it (and sends the mode change) */
+	if ((conn->capable & FUSE_CAP_HANDLE_KILLPRIV) && !e->writeback_cache)
+		conn->want |= FUSE_CAP_HANDLE_KILLPRIV;
+	else
+		conn->want &= ~FUSE_CAP_HANDLE_KILLPRIV;
+	/* open is answered ENOSYS (no per-open state), so O_TRUNC must reach us as a setattr */
+	conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC;
+	/* nobody else writes: cached pages never go stale behind the kernel's back */
+	conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
 	if (e->cfg.acl && (conn->capable & FUSE_CAP_POSIX_ACL) &&
 	    (conn->capable & FUSE_CAP_DONT_MASK)) {
 		conn->want |= FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK;

@@ -294,9 +294,10 @@ def test_files_owned_by_others_show_real_ids_to_the_user(uext2, user, rtmp):
     assert_clean(img)
 
 
-def test_setuid_cleared_on_write_and_chown(uext2, user):
+@pytest.mark.parametrize("opts", [(), ("writeback",)])
+def test_setuid_cleared_on_write_and_chown(uext2, user, opts):
     img = uext2.image("ext4-4k", owner=user)
-    m = uext2.mount(img, user=user)
+    m = uext2.mount(img, *opts, user=user)
     p = m.path / "prog"
     run(["sh", "-c", f"echo '#!/bin/sh' > {p} && chmod 6775 {p}"], user=user)
     assert ustat(user, p, "%a") == "6775"

@@ -34,11 +34,12 @@ def raises_errno(code, fn, *args):
     assert ei.value.errno == code, f"{fn.__name__}{args}: {ei.value}"
 
 
-@pytest.fixture
-def fs(ext2):
-    """A fresh ext4 image mounted read-write; checked with e2fsck after the test."""
+@pytest.fixture(params=["default", "writeback"])
+def fs(ext2, request):
+    """A fresh ext4 image mounted read-write (also with the kernel's writeback cache, -o
+    writeback); checked with e2fsck after the test."""
     img = ext2.image("ext4-4k", size="128M")
-    m = ext2.mount(img)
+    m = ext2.mount(img, *(["writeback"] if request.param == "writeback" else []))
     yield m
     m.unmount()
     assert_clean(img)
@@ -49,6 +50,7 @@ def test_unlinked_open_file_stays_usable_and_is_freed_on_close(fs):
     f = open(fs.path / "f", "w+b")
     f.write(b"x" * 300_000)
     f.flush()
+    os.fsync(f.fileno())  # with -o writeback the data would otherwise wait in the kernel
     os.unlink(fs.path / "f")
     assert os.listdir(fs.path) == ["lost+found"]  # no .fuse_hidden file
     assert os.fstat(f.fileno()).st_nlink == 0
@@ -56,6 +58,7 @@ def test_unlinked_open_file_stays_usable_and_is_freed_on_close(fs):
     assert f.read() == b"x" * 300_000
     f.write(b"more")  # still writable
     f.flush()
+    os.fsync(f.fileno())
     assert os.fstat(f.fileno()).st_size == 300_004
     during = os.statvfs(fs.path)
     assert during.f_bfree < before.f_bfree  # its blocks are still in use
