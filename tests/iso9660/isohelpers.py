@@ -122,7 +122,7 @@ def rich_tree(root):
     os.utime(old, (489024000, 489024000))          # 1985-07-01
     future = root / "future"
     future.write_bytes(b"2099")
-    os.utime(future, (4089312000, 4089312000))     # 2099-08-01
+    os.utime(future, (4089312000, 4089312000))     # 2099-08-02
     # directory times last: creating entries changed them
     for dirpath, dirnames, _ in os.walk(root, topdown=False):
         for d in dirnames:
