@@ -149,6 +149,13 @@ void op_lseek(fuse_req_t req, fuse_ino_t fino, off_t off, int whence, struct fus
 		fuse_reply_err(req, ENXIO);
 		return;
 	}
+	if (e->writeback_cache) {
+		/* pages the kernel has not written yet are invisible here, so holes cannot be
+		 * told from data: let the kernel treat the whole file as data (what POSIX
+		 * allows when a file system does not track holes) */
+		fuse_reply_err(req, ENOSYS);
+		return;
+	}
 	uint64_t result = 0;
 	e2_lock(e);
 	struct ext2_inode_large in;

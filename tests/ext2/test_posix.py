@@ -455,3 +455,18 @@ def test_mmap_writes_reach_the_image(ext2):
     assert_clean(img)
     m = ext2.mount(img, "ro")
     assert (m.path / "mm").read_bytes()[100:105] == b"hello"
+
+
+def test_seek_data_with_the_writeback_cache_never_skips_data(ext2):
+    """With -o writeback, data still in the kernel's page cache is invisible to the daemon, so
+    SEEK_DATA/SEEK_HOLE fall back to "all data": never a wrong answer, just no holes."""
+    img = ext2.image("ext4-4k")
+    m = ext2.mount(img, "writeback")
+    fd = os.open(m.path / "s", os.O_RDWR | os.O_CREAT)
+    try:
+        os.pwrite(fd, b"x", 1 << 20)
+        assert os.lseek(fd, 0, os.SEEK_DATA) <= 1 << 20
+        assert os.lseek(fd, 1 << 20, os.SEEK_DATA) == 1 << 20
+        assert os.lseek(fd, 1 << 20, os.SEEK_HOLE) == (1 << 20) + 1
+    finally:
+        os.close(fd)
