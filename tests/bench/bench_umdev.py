@@ -79,10 +79,11 @@ class ImageFile(Target):
 
 
 class MbrPartition(Target):
-    """Partition 1 of the image, through umdev-mbr."""
+    """Partition 1 of the image, through umdev-mbr (-o direct: O_DIRECT on the image too)."""
 
-    def __init__(self, where):
-        self.where, self.name = where, f"umdev-mbr partition ({where})"
+    def __init__(self, where, direct=False):
+        self.where, self.direct = where, direct
+        self.name = f"umdev-mbr{' -o direct' if direct else ''} partition ({where})"
 
     def setup(self, workdir):
         CURRENT["target"] = self.name
@@ -94,7 +95,8 @@ class MbrPartition(Target):
         d = workdir / "t"
         d.mkdir()
         self.disk = d / "hda"
-        sh(viewos_bin("umdev-mbr"), self.img, self.disk)
+        sh(viewos_bin("umdev-mbr"), *(["-o", "direct"] if self.direct else []), self.img,
+           self.disk)
         (d / "dev").symlink_to(d / "hda1")
         return d
 
@@ -294,9 +296,11 @@ SIZE_MIB = 1024
 
 def sets():
     return {
-        "fuse-shm": ([ImageFile("shm"), MbrPartition("shm"), Ramdisk()], FUSE_WORKLOADS,
+        "fuse-shm": ([ImageFile("shm"), MbrPartition("shm"), MbrPartition("shm", direct=True),
+                      Ramdisk()], FUSE_WORKLOADS,
                      "umdev device files, image in /dev/shm (fio, direct I/O)"),
-        "fuse-disk": ([ImageFile("disk"), MbrPartition("disk")], FUSE_WORKLOADS,
+        "fuse-disk": ([ImageFile("disk"), MbrPartition("disk"),
+                       MbrPartition("disk", direct=True)], FUSE_WORKLOADS,
                       "umdev device files, image on disk (fio, direct I/O)"),
         "nbd-file": ([Nbdkit("nbdkit file", "file", "{img}", image=True),
                       Nbdkit("umdev plugin mbr", "{plugin}", "mbr", "{img}", image=True),
