@@ -53,11 +53,15 @@ def test_extended_partition_with_logicals_numbered_from_5(rtmp, mounts):
     assert table[4][0] < table[5][0] and table[7][0] + table[7][1] <= sum(table[4])
 
 
-def test_gpt_with_ten_partitions(rtmp, mounts):
+def test_gpt_with_ten_partitions_and_the_128th_entry(rtmp, mounts):
     img, disk = make_image(rtmp / "disk.img", 64 * MIB), rtmp / "hda"
     start(mounts, MBR, img, path=disk)
     sfdisk(disk, gpt_script(10))
     assert_files_match_table(disk, range(1, 11))
+    # the last of GPT's 128 entries: sfdisk's dump format names the slot
+    sfdisk(disk, f"label: gpt\n{disk}1 : start=2048, size=4096\n"
+                 f"{disk}128 : start=8192, size=4096\n")
+    assert_files_match_table(disk, [1, 128])
 
 
 def test_existing_table_is_read_at_start(rtmp, mounts):
