@@ -95,12 +95,20 @@ static int index_reserve(struct fat_dir *d, uint32_t want)
 	return 0;
 }
 
-/* Make the name shown for an entry safe for the kernel: no '/' or NUL, and never "." or "..". */
+/* Make the name shown for an entry safe for the kernel: no '/' or NUL, never "." or "..",
+ * and a lone surrogate becomes U+FFFD here, so that the name shown (in UTF-8) is also the name
+ * indexed and can be looked up again. */
 static void sanitize(uint16_t *u, size_t n)
 {
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n; i++) {
 		if (u[i] == '/' || u[i] == 0)
 			u[i] = '_';
+		else if (u[i] >= 0xD800 && u[i] < 0xDC00 && i + 1 < n && u[i + 1] >= 0xDC00 &&
+			 u[i + 1] < 0xE000)
+			i++; /* a proper pair */
+		else if (u[i] >= 0xD800 && u[i] < 0xE000)
+			u[i] = 0xFFFD;
+	}
 	if ((n == 1 && u[0] == '.') || (n == 2 && u[0] == '.' && u[1] == '.'))
 		u[0] = '_';
 }

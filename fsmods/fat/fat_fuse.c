@@ -196,6 +196,7 @@ static void f_init(void *userdata, struct fuse_conn_info *conn)
 		conn->want |= FUSE_CAP_ASYNC_READ;
 	if (conn->capable & FUSE_CAP_READDIRPLUS)
 		conn->want |= FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO;
+
 }
 
 static void f_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -479,12 +480,6 @@ static void f_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size
 		fuse_reply_write(req, (size_t)r);
 }
 
-static void f_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
-{
-	(void)ino, (void)fi;
-	fuse_reply_err(req, 0); /* every write is already in the source */
-}
-
 static void f_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
 	(void)ino, (void)datasync, (void)fi;
@@ -748,7 +743,8 @@ const struct fuse_lowlevel_ops fat_ll_ops = {
 	.open = f_open,
 	.read = f_read,
 	.write = f_write,
-	.flush = f_flush,
+	/* no .flush: every write is already in the source when it returns, and without it the
+	 * kernel stops sending FLUSH on each close after the first ENOSYS */
 	.release = f_release,
 	.fsync = f_fsync,
 	.opendir = f_opendir,

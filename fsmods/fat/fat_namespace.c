@@ -18,20 +18,33 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* A name from the kernel as UTF-16. For a name that is looked up, anything invalid simply
- * cannot exist (ENOENT); for a name to be created it is EINVAL, as Linux vfat says. */
-static int user_name(const char *name, uint16_t *u, size_t *n, bool creating)
+/* A name from the kernel for a new entry, as UTF-16, checked as Linux vfat does (EINVAL for
+ * what FAT forbids, trailing dots dropped). */
+static int new_name(const char *name, uint16_t *u, size_t *n)
 {
 	int r = fat_utf8_to_utf16(name, strlen(name), u, FAT_NAME_UTF8_MAX);
-	if (r == -ENAMETOOLONG)
-		return r;
 	if (r < 0)
-		return creating ? -EINVAL : -ENOENT;
+		return r == -ENAMETOOLONG ? r : -EINVAL;
 	*n = (size_t)r;
-	r = fat_name_check(u, n);
-	if (r == -EINVAL && !creating)
-		return -ENOENT;
-	return r;
+	return fat_name_check(u, n);
+}
+
+/* The slot of an existing entry called name in d: the name as given first (so that whatever a
+ * listing shows, even from a damaged image, can be opened), then without trailing dots (as
+ * Linux vfat compares). Nothing is refused: a name FAT forbids simply is not there. */
+static int32_t find_name(const struct fat_dir *d, const char *name)
+{
+	uint16_t u[FAT_NAME_UTF8_MAX];
+	int n = fat_utf8_to_utf16(name, strlen(name), u, FAT_NAME_UTF8_MAX);
+	if (n <= 0)
+		return n == -ENAMETOOLONG ? n : -ENOENT;
+	int32_t slot = fat_dir_lookup(d, u, (size_t)n);
+	size_t stripped = (size_t)n;
+	while (slot < 0 && stripped && u[stripped - 1] == '.')
+		stripped--;
+	if (slot < 0 && stripped && stripped < (size_t)n)
+		slot = fat_dir_lookup(d, u, stripped);
+	return slot < 0 ? -ENOENT : slot;
 }
 
 static int usable_dir(struct fat_volume *vol, struct fat_node *dir)
@@ -46,15 +59,10 @@ static int usable_dir(struct fat_volume *vol, struct fat_node *dir)
 int fat_vol_lookup(struct fat_volume *vol, struct fat_node *dir, const char *name,
 		   struct fat_node **out, bool *exact)
 {
-	uint16_t u[FAT_NAME_UTF8_MAX];
-	size_t n;
 	pthread_mutex_lock(&vol->lock);
 	int r = usable_dir(vol, dir);
-	if (r == 0)
-		r = user_name(name, u, &n, false);
-	int32_t slot = r == 0 ? fat_dir_lookup(dir->dir, u, n) : -1;
-	if (r == 0 && slot < 0)
-		r = -ENOENT;
+	int32_t slot = r == 0 ? find_name(dir->dir, name) : r;
+	r = slot < 0 ? (int)slot : 0;
 	if (r == 0) {
 		struct fat_node *child = vol_child(vol, dir, (uint32_t)slot, &r);
 		if (child) {
@@ -162,8 +170,8 @@ int fat_vol_create(struct fat_volume *vol, struct fat_node *dir, const char *nam
 	uint32_t cluster = 0;
 	int r = vol->readonly ? -EROFS : usable_dir(vol, dir);
 	if (r == 0)
-		r = user_name(name, u, &n, true);
-	if (r == 0 && fat_dir_lookup(dir->dir, u, n) >= 0)
+		r = new_name(name, u, &n);
+	if (r == 0 && (fat_dir_lookup(dir->dir, u, n) >= 0 || find_name(dir->dir, name) >= 0))
 		r = -EEXIST;
 	int k = r == 0 ? fat_dir_build_entries(dir->dir, u, n, entries) : r;
 	if (k < 0) {
@@ -230,15 +238,8 @@ static void spelled(struct fat_volume *vol, struct fat_node *dir, int32_t slot, 
 /* The entry of name in dir, for a change: its slot, or -errno. */
 static int32_t find_entry(struct fat_volume *vol, struct fat_node *dir, const char *name)
 {
-	uint16_t u[FAT_NAME_UTF8_MAX];
-	size_t n;
 	int r = vol->readonly ? -EROFS : usable_dir(vol, dir);
-	if (r == 0)
-		r = user_name(name, u, &n, false);
-	if (r < 0)
-		return r;
-	int32_t slot = fat_dir_lookup(dir->dir, u, n);
-	return slot < 0 ? -ENOENT : slot;
+	return r < 0 ? r : find_name(dir->dir, name);
 }
 
 int fat_vol_unlink(struct fat_volume *vol, struct fat_node *dir, const char *name)
@@ -431,9 +432,13 @@ int fat_vol_rename(struct fat_volume *vol, struct fat_node *dir, const char *nam
 	if (r == 0)
 		r = usable_dir(vol, newdir);
 	if (r == 0)
-		r = user_name(newname, nu, &nn, true);
+		r = new_name(newname, nu, &nn);
 	if (r == 0) {
 		t = fat_dir_lookup(newdir->dir, nu, nn);
+		if (t < 0)
+			t = find_name(newdir->dir, newname);
+		if (t < 0)
+			t = -1;
 		src = vol_child(vol, dir, (uint32_t)s, &r);
 	}
 	if (r == 0 && t >= 0 && !(newdir == dir && t == s))

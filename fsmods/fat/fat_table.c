@@ -7,17 +7,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+void fat_table_mark_dirty(struct fat_table *t, size_t lo, size_t hi)
+{
+	for (size_t b = lo / FAT_DIRTY_BLOCK; b * FAT_DIRTY_BLOCK < hi; b++) {
+		uint8_t bit = (uint8_t)(1u << (b & 7));
+		if (!(t->dirty[b / 8] & bit)) {
+			t->dirty[b / 8] |= bit;
+			t->ndirty++;
+		}
+	}
+}
+
 static void mark_dirty(struct fat_table *t, size_t lo, size_t hi)
 {
-	if (t->dirty_lo >= t->dirty_hi) {
-		t->dirty_lo = lo;
-		t->dirty_hi = hi;
-		return;
-	}
-	if (lo < t->dirty_lo)
-		t->dirty_lo = lo;
-	if (hi > t->dirty_hi)
-		t->dirty_hi = hi;
+	fat_table_mark_dirty(t, lo, hi);
 }
 
 uint32_t fat_get(const struct fat_table *t, uint32_t c)
@@ -87,6 +90,9 @@ int fat_table_init(struct fat_table *t, enum fat_type type, uint32_t cluster_cou
 	uint64_t need = type == FAT12 ? (n * 3 + 1) / 2 : n * (type == FAT16 ? 2 : 4);
 	if (raw_len < need)
 		return -EINVAL;
+	t->dirty = calloc((raw_len + FAT_DIRTY_BLOCK * 8 - 1) / (FAT_DIRTY_BLOCK * 8), 1);
+	if (!t->dirty)
+		return -ENOMEM;
 	t->type = type;
 	t->nentries = (uint32_t)n;
 	t->raw = raw;
@@ -101,16 +107,37 @@ int fat_table_init(struct fat_table *t, enum fat_type type, uint32_t cluster_cou
 void fat_table_free(struct fat_table *t)
 {
 	free(t->raw);
+	free(t->dirty);
 	t->raw = NULL;
+	t->dirty = NULL;
+}
+
+static bool block_dirty(const struct fat_table *t, size_t b)
+{
+	return t->dirty[b / 8] & (1u << (b & 7));
 }
 
 bool fat_table_take_dirty(struct fat_table *t, size_t *lo, size_t *hi)
 {
-	if (t->dirty_lo >= t->dirty_hi)
+	if (t->ndirty == 0)
 		return false;
-	*lo = t->dirty_lo;
-	*hi = t->dirty_hi;
-	t->dirty_lo = t->dirty_hi = 0;
+	size_t nblocks = (t->raw_len + FAT_DIRTY_BLOCK - 1) / FAT_DIRTY_BLOCK, b = 0;
+	while (b < nblocks && !t->dirty[b / 8])
+		b = (b / 8 + 1) * 8; /* skip clean bytes of the bitmap */
+	while (b < nblocks && !block_dirty(t, b))
+		b++;
+	if (b >= nblocks) {
+		t->ndirty = 0;
+		return false;
+	}
+	size_t e = b;
+	while (e < nblocks && block_dirty(t, e)) {
+		t->dirty[e / 8] &= (uint8_t)~(1u << (e & 7));
+		t->ndirty--;
+		e++;
+	}
+	*lo = b * FAT_DIRTY_BLOCK;
+	*hi = e * FAT_DIRTY_BLOCK < t->raw_len ? e * FAT_DIRTY_BLOCK : t->raw_len;
 	return true;
 }
 

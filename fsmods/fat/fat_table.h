@@ -4,8 +4,8 @@
  * clusters inside a chain), and allocation that keeps files contiguous where it can.
  *
  * Hand-written (no FAT library in Debian, see umfuse-fat.c). The table does no I/O: it records
- * the byte range it changed, and the volume writes that range to every FAT copy at the end of
- * each operation (fat_table_take_dirty). That keeps it testable and fuzzable on plain buffers.
+ * which 512-byte blocks it changed, and the volume writes those to every FAT copy when it
+ * writes back (fat_table_take_dirty). That keeps it testable and fuzzable on plain buffers.
  * Not thread-safe: the volume lock covers it. */
 #ifndef FAT_TABLE_H
 #define FAT_TABLE_H
@@ -21,12 +21,15 @@
 #define FAT_BAD 0x0FFFFFF7u
 #define FAT_EOC 0x0FFFFFFFu /* end of chain (any of the type's end values reads as this) */
 
+#define FAT_DIRTY_BLOCK 512
+
 struct fat_table {
 	enum fat_type type;
 	uint32_t nentries;   /* cluster_count + 2: entries 0 and 1 are reserved */
 	uint8_t *raw;        /* the FAT as on disk, raw_len bytes */
 	size_t raw_len;
-	size_t dirty_lo, dirty_hi; /* bytes changed since fat_table_take_dirty, lo >= hi if none */
+	uint8_t *dirty;      /* one bit per FAT_DIRTY_BLOCK bytes changed since written back */
+	size_t ndirty;       /* blocks marked */
 	uint32_t free_count;
 	uint32_t next_free;  /* where the next search for a free cluster starts */
 };
@@ -45,7 +48,7 @@ struct fat_extents {
 };
 
 /* Take ownership of raw (raw_len bytes, at least the entries of nentries clusters); counts the
- * free clusters. Returns 0 or -EINVAL when raw_len is too short. */
+ * free clusters. Returns 0, -EINVAL when raw_len is too short, or -ENOMEM. */
 int fat_table_init(struct fat_table *t, enum fat_type type, uint32_t cluster_count, uint8_t *raw,
 		   size_t raw_len);
 void fat_table_free(struct fat_table *t);
@@ -60,8 +63,11 @@ static inline bool fat_valid_cluster(const struct fat_table *t, uint32_t c)
 	return c >= 2 && c < t->nentries;
 }
 
-/* The changed byte range since the last call, then forgets it. Returns false when clean. */
+/* The next run of changed bytes [lo, hi) (whole blocks, clipped to raw_len), now forgotten.
+ * Call until it returns false to take them all. */
 bool fat_table_take_dirty(struct fat_table *t, size_t *lo, size_t *hi);
+/* Mark bytes [lo, hi) changed (for writes made to raw directly). */
+void fat_table_mark_dirty(struct fat_table *t, size_t lo, size_t hi);
 
 /* Walk the chain that starts at first into out (which is reset). Returns 0, or -EIO when the
  * chain leaves the volume, reaches a free or bad cluster, or loops (it is then longer than the

@@ -46,6 +46,19 @@ void fat_time_decode(uint16_t date, uint16_t time, uint8_t cs, bool utc, struct 
 	tm.tm_isdst = -1;
 	if (cs > 199)
 		cs = 199;
-	ts->tv_sec = (utc ? timegm(&tm) : mktime(&tm)) + cs / 100;
+	/* The fields as if they were UTC, then shifted by the local offset of that moment.
+	 * Not mktime(): it runs tzset(), which stats /etc/localtime on every call, three times
+	 * for every file's attributes. localtime_r reads the zone once. */
+	time_t t = timegm(&tm);
+	if (!utc) {
+		struct tm lt;
+		long off = localtime_r(&t, &lt) ? lt.tm_gmtoff : 0;
+		time_t guess = t - off;
+		/* near a DST change the offset at the guess may differ: take that one */
+		if (localtime_r(&guess, &lt) && lt.tm_gmtoff != off)
+			guess = t - lt.tm_gmtoff;
+		t = guess;
+	}
+	ts->tv_sec = t + cs / 100;
 	ts->tv_nsec = (long)(cs % 100) * 10000000;
 }

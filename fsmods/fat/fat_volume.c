@@ -342,20 +342,15 @@ void vol_node_store(struct fat_volume *vol, struct fat_node *n)
 	list_dirty(vol, n->parent);
 }
 
-int vol_commit(struct fat_volume *vol)
+/* Write everything changed since the last write-back: directories first, then every FAT copy.
+ * That order keeps a crash between the two harmless: an entry removed and its clusters given
+ * to a new file leave, at worst, clusters marked used that nothing points at (lost, as fsck
+ * says) or an entry whose chain ends early (fsck truncates it) — never two files sharing one
+ * cluster. */
+int vol_writeback(struct fat_volume *vol)
 {
 	int result = 0;
 	size_t lo, hi;
-	if (fat_table_take_dirty(&vol->fat, &lo, &hi)) {
-		for (uint32_t i = 0; i < vol->g.nfats; i++) {
-			if (!vol->g.mirrored && i != vol->g.active_fat)
-				continue;
-			int r = dev_write(vol, vol->fat.raw + lo, hi - lo,
-					  vol->g.fat_offset + i * vol->g.fat_size + lo);
-			if (r < 0 && result == 0)
-				result = r;
-		}
-	}
 	for (size_t i = 0; i < vol->ndirty; i++) {
 		struct fat_node *d = vol->dirty_dirs[i];
 		d->dirty_listed = false;
@@ -366,10 +361,42 @@ int vol_commit(struct fat_volume *vol)
 			result = r;
 	}
 	vol->ndirty = 0;
+	while (fat_table_take_dirty(&vol->fat, &lo, &hi)) {
+		for (uint32_t i = 0; i < vol->g.nfats; i++) {
+			if (!vol->g.mirrored && i != vol->g.active_fat)
+				continue;
+			int r = dev_write(vol, vol->fat.raw + lo, hi - lo,
+					  vol->g.fat_offset + i * vol->g.fat_size + lo);
+			if (r < 0 && result == 0)
+				result = r;
+		}
+	}
 	if (result < 0)
 		vo_error("%s: writing metadata failed: %s", vo_block_name(vol->dev),
 			 strerror(-result));
 	return result;
+}
+
+int vol_commit(struct fat_volume *vol)
+{
+	(void)vol; /* the flusher (or fsync, or the unmount) writes it within a second */
+	return 0;
+}
+
+static void *flusher_main(void *arg)
+{
+	struct fat_volume *vol = arg;
+	pthread_mutex_lock(&vol->lock);
+	while (!vol->flusher_stop) {
+		struct timespec until;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += FAT_WRITEBACK_SECONDS;
+		pthread_cond_timedwait(&vol->flusher_cond, &vol->lock, &until);
+		if (vol->ndirty || vol->fat.ndirty)
+			vol_writeback(vol);
+	}
+	pthread_mutex_unlock(&vol->lock);
+	return NULL;
 }
 
 void vol_dir_changed(struct fat_volume *vol, struct fat_node *d)
@@ -389,10 +416,8 @@ void vol_release_deleted(struct fat_volume *vol, struct fat_node *n)
 		return;
 	if (n->chain_bad)
 		return; /* never free what a broken chain points at: it may belong to others */
-	vol_commit(vol); /* the entry goes before its clusters: a crash then loses, never shares */
 	fat_free_extents(&vol->fat, &n->ext);
 	fat_extents_reset(&n->ext);
-	vol_commit(vol);
 }
 
 /* ------------------------------------------------------------------ attributes */
@@ -465,15 +490,11 @@ static uint32_t raw_fat1(const struct fat_volume *vol)
 
 static void set_raw_fat1(struct fat_volume *vol, uint32_t v)
 {
-	if (vol->g.type == FAT16) {
+	if (vol->g.type == FAT16)
 		put_le16(vol->fat.raw + 2, (uint16_t)v);
-		vol->fat.dirty_lo = 0; /* mark bytes 2..4 (merging with any other change) */
-		vol->fat.dirty_hi = vol->fat.dirty_hi > 4 ? vol->fat.dirty_hi : 4;
-	} else {
+	else
 		put_le32(vol->fat.raw + 4, v);
-		vol->fat.dirty_lo = 0;
-		vol->fat.dirty_hi = vol->fat.dirty_hi > 8 ? vol->fat.dirty_hi : 8;
-	}
+	fat_table_mark_dirty(&vol->fat, 0, 8);
 }
 
 static int write_state(struct fat_volume *vol, bool dirty)
@@ -488,7 +509,7 @@ static int write_state(struct fat_volume *vol, bool dirty)
 		set_raw_fat1(vol, dirty ? v & ~bit : v | bit);
 	}
 	int r = dev_write(vol, vol->boot, vol->g.sector_size, 0);
-	int r2 = vol_commit(vol);
+	int r2 = vol_writeback(vol);
 	return r < 0 ? r : r2;
 }
 
@@ -623,12 +644,20 @@ struct fat_volume *fat_volume_open(struct vo_block *dev, const struct fat_mount_
 					 strerror(-r));
 		vol->state_set = true;
 	}
+	if (!vol->readonly) {
+		pthread_cond_init(&vol->flusher_cond, NULL);
+		if (pthread_create(&vol->flusher, NULL, flusher_main, vol) == 0)
+			vol->flusher_running = true;
+		else
+			vo_warn("no write-back thread: changes reach %s at fsync and unmount only",
+				vo_block_name(dev));
+	}
 	return vol;
 }
 
 int fat_volume_sync(struct fat_volume *vol)
 {
-	int r = vol_commit(vol);
+	int r = vol_writeback(vol);
 	int r2 = write_fsinfo(vol);
 	int r3 = vol->readonly ? 0 : vo_block_flush(vol->dev);
 	return r < 0 ? r : r2 < 0 ? r2 : r3;
@@ -637,6 +666,14 @@ int fat_volume_sync(struct fat_volume *vol)
 int fat_volume_close(struct fat_volume *vol)
 {
 	int result = 0;
+	if (vol->flusher_running) {
+		pthread_mutex_lock(&vol->lock);
+		vol->flusher_stop = true;
+		pthread_cond_signal(&vol->flusher_cond);
+		pthread_mutex_unlock(&vol->lock);
+		pthread_join(vol->flusher, NULL);
+		pthread_cond_destroy(&vol->flusher_cond);
+	}
 	if (!vol->readonly) {
 		/* files unlinked while open, still open at the end: their clusters go now */
 		for (struct fat_node *n = vol->nodes; n; n = n->next)
@@ -644,7 +681,7 @@ int fat_volume_close(struct fat_volume *vol)
 				n->nopen = 0;
 				vol_release_deleted(vol, n);
 			}
-		result = vol_commit(vol);
+		result = vol_writeback(vol);
 		int r = write_fsinfo(vol);
 		if (r < 0 && result == 0)
 			result = r;

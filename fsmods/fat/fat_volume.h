@@ -8,9 +8,12 @@
  * inode-number maps. File data moves outside it: each node has an rwlock (io) that reads take
  * shared and writes and truncations take exclusively, always before vol->lock, never after.
  *
- * Durability: every operation writes what it changed in the FAT (all copies) and in directories
- * before it returns (into the source; fsync flushes the source). The dirty flag is set while
- * mounted read-write and cleared, with the FSInfo counters written, on a clean unmount.
+ * Durability: file data goes to the source before a write returns. What an operation changes
+ * in the FAT and in directories is written back within FAT_WRITEBACK_SECONDS by a flusher
+ * thread, and at once by fsync (which then flushes the source) and by the unmount: one write
+ * of a directory cluster or a FAT sector then carries many operations (an untar changes each
+ * several times per file). The dirty flag is set while mounted read-write and cleared, with
+ * the FSInfo counters written, on a clean unmount.
  *
  * Names starting with vol_ expect vol->lock held; fat_vol_* and fat_file_* take it themselves. */
 #ifndef FAT_VOLUME_H
@@ -31,6 +34,7 @@
 #include <time.h>
 
 #define FAT_MAX_FILE_SIZE 0xFFFFFFFFull
+#define FAT_WRITEBACK_SECONDS 1
 
 struct fat_mount_options {
 	unsigned uid, gid;       /* owner of every file */
@@ -76,6 +80,9 @@ struct fat_volume {
 	uint32_t fsinfo_free;    /* what FSInfo said at mount (for the unit tests and debug) */
 	struct fat_u64map ino_by_loc, loc_by_ino; /* renamed files keep their inode number */
 	uint64_t next_ino;       /* for numbers the location cannot give */
+	pthread_t flusher;       /* writes metadata back every FAT_WRITEBACK_SECONDS */
+	pthread_cond_t flusher_cond;
+	bool flusher_running, flusher_stop;
 	struct fat_node **dirty_dirs;
 	size_t ndirty, dirty_cap;
 	/* Called (vol->lock held) with a name the kernel may still cache for an entry that was
@@ -112,8 +119,11 @@ int vol_load_dir(struct fat_volume *vol, struct fat_node *dir);
 /* Attributes as the kernel sees them. */
 void vol_stat(const struct fat_volume *vol, const struct fat_node *n, struct stat *st);
 void vol_statfs(const struct fat_volume *vol, struct statvfs *sv);
-/* Write what the operation changed (FAT copies, directory entries). 0 or -EIO. */
+/* An operation is complete: what it changed is written back soon (see Durability above).
+ * Kept at the end of every operation as the place where a write-through policy would go. */
 int vol_commit(struct fat_volume *vol);
+/* Write every pending change of directories and the FAT now. 0 or the first -errno. */
+int vol_writeback(struct fat_volume *vol);
 /* A directory's entries changed (fat_dir_* calls): put it on the commit list. */
 void vol_dir_changed(struct fat_volume *vol, struct fat_node *dir);
 /* Copy n->de into its parent's directory and mark it for the commit. */

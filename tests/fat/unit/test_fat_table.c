@@ -72,18 +72,35 @@ static void test_fat16_fat32_values(void)
 	fat_table_free(&t);
 }
 
-static void test_dirty_range(void)
+static void test_dirty_blocks(void)
 {
 	struct fat_table t;
 	size_t lo, hi;
 	table(&t, FAT16, 5000);
 	CHECK(!fat_table_take_dirty(&t, &lo, &hi));
-	fat_set(&t, 100, 5);
-	fat_set(&t, 50, 6);
+	fat_set(&t, 100, 5);  /* bytes 200-201: block 0 */
+	fat_set(&t, 300, 6);  /* bytes 600-601: block 1 */
+	fat_set(&t, 4000, 7); /* bytes 8000-8001: block 15 */
 	CHECK(fat_table_take_dirty(&t, &lo, &hi));
-	CHECK_EQ(lo, 100);
-	CHECK_EQ(hi, 202);
+	CHECK_EQ(lo, 0);
+	CHECK_EQ(hi, 1024); /* blocks 0 and 1 in one run */
+	CHECK(fat_table_take_dirty(&t, &lo, &hi));
+	CHECK_EQ(lo, 15 * 512);
+	CHECK_EQ(hi, 16 * 512);
 	CHECK(!fat_table_take_dirty(&t, &lo, &hi));
+	/* the last block is clipped to the table */
+	fat_set(&t, 5001, FAT_EOC);
+	CHECK(fat_table_take_dirty(&t, &lo, &hi));
+	CHECK_EQ(hi, t.raw_len);
+	CHECK(!fat_table_take_dirty(&t, &lo, &hi));
+	/* a FAT12 entry across a block boundary dirties both */
+	struct fat_table t12;
+	table(&t12, FAT12, 1000);
+	fat_set(&t12, 341, 5); /* bytes 511-512 */
+	CHECK(fat_table_take_dirty(&t12, &lo, &hi));
+	CHECK_EQ(lo, 0);
+	CHECK_EQ(hi, 1024 < t12.raw_len ? 1024 : t12.raw_len);
+	fat_table_free(&t12);
 	fat_table_free(&t);
 }
 
@@ -173,7 +190,8 @@ static void test_allocation_contiguous_and_enospc(void)
 	/* ENOSPC changes nothing */
 	uint32_t free_before = t.free_count;
 	size_t lo, hi;
-	fat_table_take_dirty(&t, &lo, &hi);
+	while (fat_table_take_dirty(&t, &lo, &hi))
+		;
 	uint8_t *copy = malloc(t.raw_len);
 	memcpy(copy, t.raw, t.raw_len);
 	struct fat_extents big = { 0 };
@@ -237,7 +255,7 @@ int main(void)
 {
 	RUN(test_fat12_packing);
 	RUN(test_fat16_fat32_values);
-	RUN(test_dirty_range);
+	RUN(test_dirty_blocks);
 	RUN(test_chain_walking);
 	RUN(test_allocation_contiguous_and_enospc);
 	RUN(test_truncate_extents);
