@@ -164,9 +164,16 @@ def main():
         IsoMount("fuseiso", lambda i, m: ["fuseiso", "-n", i, m], iso),
         IsoMount("archivemount", lambda i, m: ["archivemount", "-o", "ro,readonly", i, m], iso),
     ]
-    benchlib.main(targets, "umfuse-iso9660 (ISO 9660 image, read-only)", reference="source dir",
+    title = f"umfuse-iso9660 (ISO 9660 image, read-only; big.bin {big_mib()} MiB)"
+    benchlib.main(targets, title, reference="source dir",
                   extra_workloads={"random_4k": (w_random_4k, True)},
-                  default_workloads=["find_ls", "read_all", "random_4k"], argv=argv)
+                  default_workloads=["find_ls", "read_all"], argv=argv)
+    # archivemount reads an archive as libarchive's stream, from the start, for a read at any
+    # offset: 10 000 random reads of a large file take many minutes, so it sits this workload
+    # out (docs/benchmarks.md gives its time on a small file).
+    benchlib.main(targets[:3], title, reference="source dir",
+                  extra_workloads={"random_4k": (w_random_4k, True)},
+                  default_workloads=["random_4k"], argv=argv)
 
 
 if __name__ == "__main__":
