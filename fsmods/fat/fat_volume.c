@@ -390,7 +390,7 @@ static void *flusher_main(void *arg)
 	while (!vol->flusher_stop) {
 		struct timespec until;
 		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_sec += FAT_WRITEBACK_SECONDS;
+		until.tv_sec += vol->opt.commit;
 		pthread_cond_timedwait(&vol->flusher_cond, &vol->lock, &until);
 		if (vol->ndirty || vol->fat.ndirty)
 			vol_writeback(vol);
@@ -644,7 +644,7 @@ struct fat_volume *fat_volume_open(struct vo_block *dev, const struct fat_mount_
 					 strerror(-r));
 		vol->state_set = true;
 	}
-	if (!vol->readonly) {
+	if (!vol->readonly && vol->opt.commit) {
 		pthread_cond_init(&vol->flusher_cond, NULL);
 		if (pthread_create(&vol->flusher, NULL, flusher_main, vol) == 0)
 			vol->flusher_running = true;

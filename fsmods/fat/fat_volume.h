@@ -9,7 +9,7 @@
  * shared and writes and truncations take exclusively, always before vol->lock, never after.
  *
  * Durability: file data goes to the source before a write returns. What an operation changes
- * in the FAT and in directories is written back within FAT_WRITEBACK_SECONDS by a flusher
+ * in the FAT and in directories is written back within opt.commit seconds by a flusher
  * thread, and at once by fsync (which then flushes the source) and by the unmount: one write
  * of a directory cluster or a FAT sector then carries many operations (an untar changes each
  * several times per file). The dirty flag is set while mounted read-write and cleared, with
@@ -34,7 +34,6 @@
 #include <time.h>
 
 #define FAT_MAX_FILE_SIZE 0xFFFFFFFFull
-#define FAT_WRITEBACK_SECONDS 1
 
 struct fat_mount_options {
 	unsigned uid, gid;       /* owner of every file */
@@ -45,6 +44,7 @@ struct fat_mount_options {
 	bool showexec;           /* x bits only on .EXE, .COM and .BAT files */
 	bool rodir;              /* the read-only attribute also applies to directories */
 	bool readonly;
+	unsigned commit;         /* seconds between write-backs; 0: only at fsync and unmount */
 };
 
 struct fat_node {
@@ -80,7 +80,7 @@ struct fat_volume {
 	uint32_t fsinfo_free;    /* what FSInfo said at mount (for the unit tests and debug) */
 	struct fat_u64map ino_by_loc, loc_by_ino; /* renamed files keep their inode number */
 	uint64_t next_ino;       /* for numbers the location cannot give */
-	pthread_t flusher;       /* writes metadata back every FAT_WRITEBACK_SECONDS */
+	pthread_t flusher;       /* writes metadata back every opt.commit seconds */
 	pthread_cond_t flusher_cond;
 	bool flusher_running, flusher_stop;
 	struct fat_node **dirty_dirs;

@@ -44,7 +44,7 @@
 #define UNSET UINT_MAX
 
 struct cfg {
-	unsigned uid, gid, umask, dmask, fmask, codepage;
+	unsigned uid, gid, umask, dmask, fmask, codepage, commit;
 	char *shortname, *iocharset, *tz;
 	int utf8, showexec, rodir;
 };
@@ -72,6 +72,8 @@ static const struct vo_opt options[] = {
 	  "timestamps are UTC instead of local time" },
 	{ "showexec", VO_OPT_FLAG, offsetof(struct cfg, showexec), 1, 0, NULL, NULL,
 	  "execute bits only on .EXE, .COM and .BAT files" },
+	{ "commit", VO_OPT_UINT, offsetof(struct cfg, commit), 0, 0, NULL, "SECONDS",
+	  "write metadata back at least this often (default 1; 0: at fsync and unmount)" },
 	{ "rodir", VO_OPT_FLAG, offsetof(struct cfg, rodir), 1, 0, NULL, NULL,
 	  "the read-only attribute also applies to directories" },
 	/* View-OS command lines: fusefat wanted rw+ (or rw,force) for read-write */
@@ -127,9 +129,13 @@ static int mount_options(const struct cfg *cfg, const struct vo_cmdline *cl,
 	o->showexec = cfg->showexec;
 	o->rodir = cfg->rodir;
 	o->readonly = cl->readonly;
+	o->commit = cfg->commit != UNSET ? cfg->commit : 1;
+	char num[16];
+	snprintf(num, sizeof num, "%u", o->commit);
+	if (o->commit > 3600)
+		return bad_option("commit", num, "at most 3600 seconds");
 	struct fat_codepage cp;
 	char why[128];
-	char num[16];
 	snprintf(num, sizeof num, "%u", o->codepage);
 	if (fat_codepage_load(&cp, o->codepage, why, sizeof why) < 0)
 		return bad_option("codepage", num, why);
@@ -177,7 +183,7 @@ int main(int argc, char **argv)
 {
 	struct cfg cfg = {
 		.uid = UNSET, .gid = UNSET, .umask = UNSET, .dmask = UNSET, .fmask = UNSET,
-		.codepage = UNSET, .utf8 = 1,
+		.codepage = UNSET, .commit = UNSET, .utf8 = 1,
 	};
 	struct vo_cmdline cl;
 	vo_log_init(info.name);

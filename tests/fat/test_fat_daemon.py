@@ -31,6 +31,7 @@ def test_help_lists_the_fat_options_and_version():
     ("umask=999", ["umask"]),
     ("iocharset=iso8859-1", ["iocharset", "UTF-8"]),
     ("tz=CET", ["tz", "UTC"]),
+    ("commit=7200", ["commit", "3600"]),
 ])
 def test_bad_option_one_line_exit_1_nothing_mounted(rtmp, opt, words):
     img, mnt = make_fat(rtmp / "img", fat=16, size="16M"), rtmp / "mnt"
@@ -262,11 +263,29 @@ def test_nbd_source(nbdkit, rtmp, mounts):
     assert r.stdout == "through the socket"
 
 
+def test_changes_reach_the_image_within_the_commit_interval(fatvol):
+    v = fatvol(fat=16, size="32M", opts=("commit=1",))
+    (v.path / "Written without fsync.txt").write_text("soon on disk")
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        r = subprocess.run(["mtype", "-i", str(v.img), "::Written without fsync.txt"],
+                           capture_output=True, env=dict(os.environ, MTOOLS_SKIP_CHECK="1"))
+        if r.stdout == b"soon on disk":
+            break
+        time.sleep(0.1)
+    assert r.stdout == b"soon on disk"
+    v.check()
+
+
 def test_fsync_puts_data_fat_and_entry_in_the_image(fatvol):
-    v = fatvol(fat=16, size="32M")
+    v = fatvol(fat=16, size="32M", opts=("commit=0",))  # only fsync writes metadata back
     data = os.urandom(70_000)
     fd = os.open(v.path / "synced.bin", os.O_CREAT | os.O_WRONLY)
     os.write(fd, data)
+    env = dict(os.environ, MTOOLS_SKIP_CHECK="1")
+    before = subprocess.run(["mtype", "-i", str(v.img), "::synced.bin"], capture_output=True,
+                            env=env)
+    assert before.stdout != data  # the entry is not on disk yet: the next step must do it
     os.fsync(fd)
     # read the image itself while still mounted: mtools follows the FAT and the entry
     r = subprocess.run(["mtype", "-i", str(v.img), "::synced.bin"], capture_output=True,

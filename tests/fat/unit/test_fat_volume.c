@@ -40,7 +40,8 @@ static int fsck_status(void)
 static struct fat_volume *open_vol(bool ro)
 {
 	struct fat_mount_options o = { .uid = 0, .gid = 0, .fmask = 022, .dmask = 022,
-				       .codepage = 437, .shortname = FAT_SN_MIXED, .readonly = ro };
+				       .codepage = 437, .shortname = FAT_SN_MIXED, .readonly = ro,
+				       .commit = 1 };
 	char err[256];
 	struct vo_block *b = vo_block_open(img, ro ? VO_BLOCK_RDONLY : 0, err, sizeof err);
 	if (!b) {
