@@ -10,7 +10,7 @@
 struct entry {
 	uint64_t blk;
 	struct entry *hnext;       /* hash chain */
-	struct entry *prev, *next; /* LRU list; bc->lru.next is the most recently used */
+	struct entry *prev, *next; /* LRU list; bc->lru->next is the most recently used */
 	bool dirty;
 	unsigned char data[];
 };
@@ -21,7 +21,7 @@ struct bcache {
 	size_t max_bytes, max_count, count, ndirty;
 	size_t nbuckets; /* a power of two */
 	struct entry **buckets;
-	struct entry lru;
+	struct entry *lru; /* the sentinel of the LRU list (it holds no data) */
 	struct bcache_stats st;
 };
 
@@ -46,10 +46,10 @@ static void lru_unlink(struct entry *e)
 
 static void lru_push_front(struct bcache *bc, struct entry *e)
 {
-	e->next = bc->lru.next;
-	e->prev = &bc->lru;
-	bc->lru.next->prev = e;
-	bc->lru.next = e;
+	e->next = bc->lru->next;
+	e->prev = bc->lru;
+	bc->lru->next->prev = e;
+	bc->lru->next = e;
 }
 
 static void touch(struct bcache *bc, struct entry *e)
@@ -73,8 +73,8 @@ static void remove_entry(struct bcache *bc, struct entry *e)
 
 static void drop_all(struct bcache *bc)
 {
-	while (bc->lru.next != &bc->lru)
-		remove_entry(bc, bc->lru.next);
+	while (bc->lru->next != bc->lru)
+		remove_entry(bc, bc->lru->next);
 }
 
 static void size_table(struct bcache *bc)
@@ -98,9 +98,15 @@ struct bcache *bcache_new(struct vo_block *dev, unsigned block_size, size_t max_
 	bc->dev = dev;
 	bc->bsize = block_size;
 	bc->max_bytes = max_bytes;
-	bc->lru.next = bc->lru.prev = &bc->lru;
+	bc->lru = calloc(1, sizeof *bc->lru);
+	if (!bc->lru) {
+		free(bc);
+		return NULL;
+	}
+	bc->lru->next = bc->lru->prev = bc->lru;
 	size_table(bc);
 	if (!bc->buckets) {
+		free(bc->lru);
 		free(bc);
 		return NULL;
 	}
@@ -113,6 +119,7 @@ void bcache_free(struct bcache *bc)
 		return;
 	drop_all(bc);
 	free(bc->buckets);
+	free(bc->lru);
 	free(bc);
 }
 
@@ -160,7 +167,7 @@ static int dev_write(struct bcache *bc, uint64_t off, size_t len, const void *bu
 static int make_room(struct bcache *bc)
 {
 	while (bc->count >= bc->max_count) {
-		struct entry *victim = bc->lru.prev;
+		struct entry *victim = bc->lru->prev;
 		if (victim->dirty) {
 			int r = bcache_writeback(bc);
 			if (r < 0)
@@ -326,8 +333,8 @@ void bcache_forget(struct bcache *bc, uint64_t blk, uint64_t n)
 		return;
 	if (n > bc->count) {
 		/* cheaper to walk what is cached than the range */
-		struct entry *e = bc->lru.next;
-		while (e != &bc->lru) {
+		struct entry *e = bc->lru->next;
+		while (e != bc->lru) {
 			struct entry *next = e->next;
 			if (e->blk >= blk && e->blk - blk < n)
 				remove_entry(bc, e);
@@ -381,7 +388,7 @@ int bcache_writeback(struct bcache *bc)
 		return -ENOMEM;
 	}
 	size_t nd = 0;
-	for (struct entry *e = bc->lru.next; e != &bc->lru; e = e->next)
+	for (struct entry *e = bc->lru->next; e != bc->lru; e = e->next)
 		if (e->dirty)
 			dirty[nd++] = e;
 	qsort(dirty, nd, sizeof *dirty, cmp_blk);

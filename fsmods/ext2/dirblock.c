@@ -82,6 +82,17 @@ static int record(const struct dirblock *db, unsigned off, struct dirent_view *d
 	return 0;
 }
 
+/* Every record of the block is well-formed. Edits check this first: an edit must never
+ * leave a block that reads worse than before. */
+static int validate(const struct dirblock *db)
+{
+	struct dirent_view de;
+	for (unsigned off = 0; off < db->size; off += de.rec_len)
+		if (record(db, off, &de) < 0)
+			return -EIO;
+	return 0;
+}
+
 int dirblock_walk(const struct dirblock *db, dirblock_fn fn, void *arg)
 {
 	struct dirent_view de;
@@ -138,6 +149,8 @@ int dirblock_insert(struct dirblock *db, const char *name, unsigned len, uint32_
 		    int file_type)
 {
 	unsigned need = dirblock_rec_len(len);
+	if (validate(db) < 0)
+		return -EIO;
 	struct dirent_view de;
 	for (unsigned off = 0; off < db->size; off += de.rec_len) {
 		if (record(db, off, &de) < 0)
@@ -185,6 +198,8 @@ int dirblock_remove(struct dirblock *db, const char *name, unsigned len)
 {
 	struct dirent_view de, prev = { .rec_len = 0 };
 	bool have_prev = false;
+	if (validate(db) < 0)
+		return -EIO;
 	for (unsigned off = 0; off < db->size; off += de.rec_len) {
 		if (record(db, off, &de) < 0)
 			return -EIO;
@@ -207,7 +222,7 @@ int dirblock_retarget(struct dirblock *db, const char *name, unsigned len, uint3
 		      int file_type)
 {
 	struct dirent_view de;
-	int r = dirblock_find(db, name, len, &de);
+	int r = validate(db) < 0 ? -EIO : dirblock_find(db, name, len, &de);
 	if (r < 0)
 		return r;
 	unsigned char *p = db->buf + de.off;

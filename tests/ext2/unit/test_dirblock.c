@@ -139,6 +139,17 @@ static void test_malformed_blocks_are_rejected(void)
 	put16(b + 4, 13);
 	CHECK_EQ(dirblock_walk(&db, collect, &c), -EIO);
 	CHECK_EQ(c.n, 0);
+	/* a block whose first records are fine but whose end is not: no edit at all */
+	memset(b, 0, sizeof b);
+	put32(b, 5);
+	put16(b + 4, 512);
+	b[6] = 1, b[7] = 1, b[8] = 'a';
+	put32(b + 512, 6);
+	put16(b + 512 + 4, 1000); /* runs past the end */
+	b[512 + 6] = 1, b[512 + 7] = 1, b[512 + 8] = 'b';
+	CHECK_EQ(dirblock_insert(&db, "new", 3, 7, 1), -EIO);
+	CHECK_EQ(dirblock_remove(&db, "a", 1), -EIO);
+	CHECK_EQ(dirblock_retarget(&db, "a", 1, 9, 1), -EIO);
 }
 
 static void test_64k_blocks_encode_rec_len(void)
