@@ -32,8 +32,8 @@ static int for_runs(struct fat_volume *vol, const struct fat_extents *ext, uint6
 		uint64_t within = off + done - base, bytes = ext->v[i].count * cs;
 		size_t n = len - done < bytes - within ? len - done : (size_t)(bytes - within);
 		int r = fn(vol, fat_cluster_offset(&vol->g, ext->v[i].start) + within, done, n, ctx);
-		if (r < 0)
-			return r;
+		if (r != 0)
+			return r < 0 ? r : 0; /* > 0: the callback has seen enough */
 		done += n;
 		base += bytes;
 		i++;
@@ -97,6 +97,61 @@ static int shrink_chain(struct fat_volume *vol, struct fat_node *n)
 	fat_truncate_extents(&vol->fat, &n->ext, keep);
 	int r2 = vol_commit(vol);
 	return r < 0 ? r : r2;
+}
+
+struct map_ctx {
+	struct fat_run *runs;
+	size_t max, n;
+};
+
+static int run_map(struct fat_volume *vol, uint64_t dev, size_t pos, size_t len, void *ctx)
+{
+	(void)vol, (void)pos;
+	struct map_ctx *m = ctx;
+	if (m->n == m->max)
+		return 1; /* enough: the read ends here, short */
+	m->runs[m->n++] = (struct fat_run){ dev, len };
+	return 0;
+}
+
+ssize_t fat_file_map(struct fat_volume *vol, struct fat_node *n, uint64_t off, size_t size,
+		     struct fat_run *runs, size_t max, size_t *nruns)
+{
+	pthread_rwlock_rdlock(&n->io);
+	pthread_mutex_lock(&vol->lock);
+	uint64_t fsize = file_size(n);
+	bool bad = n->chain_bad;
+	pthread_mutex_unlock(&vol->lock);
+	uint64_t held = (uint64_t)n->ext.total * vol->g.cluster_size;
+	*nruns = 0;
+	ssize_t r = 0;
+	if (bad || (off < fsize && off >= held)) {
+		r = -EIO;
+	} else if (off < fsize) {
+		if (size > fsize - off)
+			size = (size_t)(fsize - off);
+		if (size > held - off)
+			size = (size_t)(held - off);
+		struct map_ctx m = { runs, max, 0 };
+		int e = for_runs(vol, &n->ext, off, size, run_map, &m);
+		*nruns = m.n;
+		if (e < 0) {
+			r = e;
+		} else {
+			size_t total = 0;
+			for (size_t i = 0; i < m.n; i++)
+				total += runs[i].len;
+			r = (ssize_t)total;
+		}
+	}
+	if (r < 0)
+		pthread_rwlock_unlock(&n->io);
+	return r;
+}
+
+void fat_file_unmap(struct fat_node *n)
+{
+	pthread_rwlock_unlock(&n->io);
 }
 
 ssize_t fat_file_read(struct fat_volume *vol, struct fat_node *n, char *buf, size_t size,

@@ -166,6 +166,17 @@ int fat_vol_rename(struct fat_volume *vol, struct fat_node *dir, const char *nam
 		   struct fat_node *newdir, const char *newname, unsigned flags);
 
 /* --- file data (fat_file.c); each takes n->io then vol->lock --- */
+/* Where file bytes [off, off+size) lie on the source, for a read that moves the bytes itself
+ * (splice): up to max runs of (source offset, length). Returns the bytes mapped (0 at the end
+ * of the file, short when the file ends or runs are too many) or -errno. On success n->io is
+ * left held for reading: call fat_file_unmap(n) once the bytes are moved. */
+struct fat_run {
+	uint64_t pos;
+	size_t len;
+};
+ssize_t fat_file_map(struct fat_volume *vol, struct fat_node *n, uint64_t off, size_t size,
+		     struct fat_run *runs, size_t max, size_t *nruns);
+void fat_file_unmap(struct fat_node *n);
 ssize_t fat_file_read(struct fat_volume *vol, struct fat_node *n, char *buf, size_t size,
 		      uint64_t off);
 ssize_t fat_file_write(struct fat_volume *vol, struct fat_node *n, const char *buf, size_t size,

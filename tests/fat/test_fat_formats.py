@@ -93,6 +93,31 @@ def test_files_we_write_mtools_reads_with_the_same_names(fatvol, rtmp):
     v.check()
 
 
+def test_fsinfo_counters_and_both_fat_copies_are_kept(fatvol, rtmp):
+    import struct
+    v = fatvol(fat=32, size="64M")
+    im = Image(v.img)
+    (v.path / "a").write_bytes(os.urandom(700_000))
+    (v.path / "d").mkdir()
+    (v.path / "b").write_bytes(os.urandom(5_000))
+    os.unlink(v.path / "a")
+    free_mounted = os.statvfs(v.path).f_bfree
+    v.check()
+    fsinfo = im.read(1 * im.bps, 512)
+    assert fsinfo[:4] == b"RRaA" and fsinfo[484:488] == b"rrAa"
+    free_count, next_free = struct.unpack_from("<II", fsinfo, 488)
+    assert free_count == free_mounted
+    assert 2 <= next_free < im.clusters + 2
+    fat_bytes = im.fatsz * im.bps
+    assert im.read(im.fat_offset, fat_bytes) == im.read(im.fat_offset + fat_bytes, fat_bytes)
+    # FSInfo claims are never trusted: a wrong free count is recounted at the next mount
+    im.write(1 * im.bps + 488, struct.pack("<I", 12345))
+    v.start()
+    assert os.statvfs(v.path).f_bfree == free_mounted
+    (v.path / "c").write_bytes(b"c")
+    v.check()
+
+
 def test_maximum_file_size_is_4_gib_minus_1(fatvol):
     v = fatvol(fat=32, size="5G")
     p = v.path / "huge"
