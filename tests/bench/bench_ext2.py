@@ -113,6 +113,9 @@ class FuseExt2(Ext4Target):
 
 def main():
     gib, argv = image_gib(sys.argv[1:])
+    if not any(a.startswith("--workdir") for a in argv):
+        # not the runner's default: other components' benchmarks may be using that one
+        argv += ["--workdir", "/var/tmp/viewos-bench/ext2-run"]
     daemon = viewos_bin("umfuse-ext2")
     targets = [
         KernelExt4("kernel ext4", gib),

@@ -153,6 +153,25 @@ def test_full_disk_gives_enospc_and_stays_clean(ext2):
     assert_clean(img)
 
 
+def test_running_out_of_inodes_gives_enospc_and_stays_clean(ext2):
+    img = ext2.image("ext4-4k", size="32M", extra=("-N", "64"))
+    m = ext2.mount(img)
+    made = 0
+    with pytest.raises(OSError) as ei:
+        for i in range(1000):
+            if i % 2:
+                (m.path / f"d{i}").mkdir()
+            else:
+                os.symlink("x" * 100, m.path / f"l{i}")  # a slow symlink: a block too
+            made += 1
+    assert ei.value.errno == errno.ENOSPC
+    assert made > 40 and os.statvfs(m.path).f_ffree == 0
+    os.rmdir(m.path / "d1")
+    (m.path / "after").write_text("one inode came back")
+    m.unmount()
+    assert_clean(img)
+
+
 def test_reserved_blocks_are_for_root_only(uext2, user):
     img = uext2.image("ext4-4k", size="32M", owner=user)
     m = uext2.mount(img, user=user)

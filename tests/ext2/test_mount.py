@@ -329,3 +329,18 @@ def test_nbd_source(ext2, rtmp):
     assert_clean(img)
     m = ext2.mount(img, "ro")
     assert (m.path / "over-nbd").read_text() == "n" * 100000
+
+
+def test_block_device_source(ext2):
+    """A device file as SOURCE (here a loop device over an image)."""
+    img = ext2.image("ext4-4k")
+    dev = run(["losetup", "--find", "--show", img]).stdout.strip()
+    try:
+        m = ext2.mount(dev)
+        (m.path / "on-a-device").write_bytes(b"d" * 70000)
+        m.unmount()
+    finally:
+        run(["losetup", "-d", dev])
+    assert_clean(img)
+    m = ext2.mount(img, "ro")
+    assert (m.path / "on-a-device").read_bytes() == b"d" * 70000
