@@ -161,3 +161,33 @@ def test_noacl_option_turns_acls_off(ext2):
     assert r.returncode != 0 and "Operation not supported" in r.stderr
     run(["sh", "-c", f"umask 077 && touch {m.path}/g"])
     assert os.stat(m.path / "g").st_mode & 0o777 == 0o600
+
+
+def test_xattr_blocks_shared_by_the_kernel_are_copied_on_write(ext2, rtmp):
+    """The kernel shares one attribute block among inodes with identical attributes; changing
+    one inode's attributes must not change the others'."""
+    img = ext2.image("ext4-4k")
+    kmnt = rtmp / "k"
+    kmnt.mkdir()
+    big = b"a" * 800  # too big for the inode: goes to a (shared) block
+    run(["mount", "-o", "loop", img, kmnt])
+    try:
+        for i in range(3):
+            (kmnt / f"f{i}").write_text(str(i))
+            os.setxattr(kmnt / f"f{i}", "user.big", big)
+    finally:
+        run(["umount", kmnt])
+    blocks = {subprocess.run(["debugfs", "-R", f"stat /f{i}", str(img)], capture_output=True,
+                             text=True).stdout.split("File ACL:")[1].split()[0] for i in range(3)}
+    assert len(blocks) == 1 and blocks != {"0"}, "the kernel did not share the block"
+    m = ext2.mount(img)
+    os.setxattr(m.path / "f1", "user.big", b"changed")
+    os.setxattr(m.path / "f2", "user.other", b"x")
+    os.unlink(m.path / "f0")
+    assert os.getxattr(m.path / "f1", "user.big") == b"changed"
+    assert os.getxattr(m.path / "f2", "user.big") == big
+    m.unmount()
+    assert_clean(img)
+    m = ext2.mount(img, "ro")
+    assert os.getxattr(m.path / "f2", "user.big") == big
+    assert os.getxattr(m.path / "f2", "user.other") == b"x"
