@@ -704,9 +704,15 @@ int fat_attr_parse(const char *value, size_t len, uint8_t *bits)
 	return 0;
 }
 
+/* With -o noxattr every xattr call answers ENOSYS: the kernel then stops asking, also for the
+ * security.capability it looks up before each write and chown. */
 static void f_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
 	struct fat_volume *vol = vol_of(req);
+	if (vol->opt.noxattr) {
+		fuse_reply_err(req, ENOSYS);
+		return;
+	}
 	if (strcmp(name, XATTR_NAME) != 0) {
 		fuse_reply_err(req, ENODATA);
 		return;
@@ -726,6 +732,10 @@ static void f_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t 
 static void f_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
 	(void)ino;
+	if (vol_of(req)->opt.noxattr) {
+		fuse_reply_err(req, ENOSYS);
+		return;
+	}
 	static const char names[] = XATTR_NAME; /* with its NUL */
 	if (size == 0)
 		fuse_reply_xattr(req, sizeof names);
@@ -742,7 +752,9 @@ static void f_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const c
 	struct fat_node *n = node_of(vol, ino);
 	uint8_t bits;
 	int r = 0;
-	if (strcmp(name, XATTR_NAME) != 0)
+	if (vol->opt.noxattr)
+		r = -ENOSYS;
+	else if (strcmp(name, XATTR_NAME) != 0)
 		r = -ENOTSUP; /* FAT has room for no other attributes */
 	else if (flags & XATTR_CREATE)
 		r = -EEXIST; /* it always exists */
@@ -769,6 +781,10 @@ static void f_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const c
 static void f_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
 	(void)ino;
+	if (vol_of(req)->opt.noxattr) {
+		fuse_reply_err(req, ENOSYS);
+		return;
+	}
 	/* the attributes are always there; set them to "" to clear them */
 	fuse_reply_err(req, strcmp(name, XATTR_NAME) == 0 ? EPERM : ENODATA);
 }

@@ -45,6 +45,7 @@ struct fat_mount_options {
 	bool rodir;              /* the read-only attribute also applies to directories */
 	bool readonly;
 	unsigned commit;         /* seconds between write-backs; 0: only at fsync and unmount */
+	bool noxattr;            /* no extended attributes at all (the kernel stops asking) */
 };
 
 struct fat_node {

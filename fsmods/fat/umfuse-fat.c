@@ -46,7 +46,7 @@
 struct cfg {
 	unsigned uid, gid, umask, dmask, fmask, codepage, commit;
 	char *shortname, *iocharset, *tz;
-	int utf8, showexec, rodir;
+	int utf8, showexec, rodir, noxattr;
 };
 
 static const struct vo_opt options[] = {
@@ -74,6 +74,8 @@ static const struct vo_opt options[] = {
 	  "execute bits only on .EXE, .COM and .BAT files" },
 	{ "commit", VO_OPT_UINT, offsetof(struct cfg, commit), 0, 0, NULL, "SECONDS",
 	  "write metadata back at least this often (default 1; 0: at fsync and unmount)" },
+	{ "noxattr", VO_OPT_FLAG, offsetof(struct cfg, noxattr), 1, 0, NULL, NULL,
+	  "no user.fat.attributes: saves the kernel a question before every write" },
 	{ "rodir", VO_OPT_FLAG, offsetof(struct cfg, rodir), 1, 0, NULL, NULL,
 	  "the read-only attribute also applies to directories" },
 	/* View-OS command lines: fusefat wanted rw+ (or rw,force) for read-write */
@@ -128,6 +130,7 @@ static int mount_options(const struct cfg *cfg, const struct vo_cmdline *cl,
 	o->utc = cfg->tz != NULL;
 	o->showexec = cfg->showexec;
 	o->rodir = cfg->rodir;
+	o->noxattr = cfg->noxattr;
 	o->readonly = cl->readonly;
 	o->commit = cfg->commit != UNSET ? cfg->commit : 1;
 	char num[16];

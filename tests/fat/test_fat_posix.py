@@ -337,6 +337,20 @@ def test_hidden_and_system_as_xattr(fatvol):
     v.check()
 
 
+def test_noxattr_turns_attributes_off(fatvol):
+    v = fatvol(fat=16, size="16M", opts=("noxattr",))
+    (v.path / "f").write_text("x")
+    for action in [lambda: os.getxattr(v.path / "f", "user.fat.attributes"),
+                   lambda: os.setxattr(v.path / "f", "user.fat.attributes", b"hidden"),
+                   lambda: os.listxattr(v.path / "f")]:
+        with pytest.raises(OSError) as e:
+            action()
+        assert e.value.errno == errno.EOPNOTSUPP
+    os.chmod(v.path / "f", 0o555)  # the read-only attribute still works through chmod
+    v.check()
+    assert "R" in mtools("mattrib", "-i", v.img, "::f").stdout.split("::")[0]
+
+
 def test_statfs_counts_clusters(fatvol):
     v = fatvol(fat=16, size="128M", cluster_sectors=8)
     sv = os.statvfs(v.path)
