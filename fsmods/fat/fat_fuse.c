@@ -530,11 +530,7 @@ static void f_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size
 static void f_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
 	(void)ino, (void)datasync, (void)fi;
-	struct fat_volume *vol = vol_of(req);
-	pthread_mutex_lock(&vol->lock);
-	int r = fat_volume_sync(vol);
-	pthread_mutex_unlock(&vol->lock);
-	fuse_reply_err(req, -r);
+	fuse_reply_err(req, -fat_volume_sync(vol_of(req)));
 }
 
 static void f_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)

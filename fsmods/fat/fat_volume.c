@@ -657,8 +657,12 @@ struct fat_volume *fat_volume_open(struct vo_block *dev, const struct fat_mount_
 
 int fat_volume_sync(struct fat_volume *vol)
 {
+	pthread_mutex_lock(&vol->lock);
 	int r = vol_writeback(vol);
 	int r2 = write_fsinfo(vol);
+	pthread_mutex_unlock(&vol->lock);
+	/* the flush may take long: other operations go on meanwhile (what they change is not
+	 * what this fsync promised) */
 	int r3 = vol->readonly ? 0 : vo_block_flush(vol->dev);
 	return r < 0 ? r : r2 < 0 ? r2 : r3;
 }

@@ -103,7 +103,8 @@ struct fat_volume *fat_volume_open(struct vo_block *dev, const struct fat_mount_
  * was set before we mounted), flush the source, free everything. Returns 0 or -errno of the
  * first write that failed. */
 int fat_volume_close(struct fat_volume *vol);
-/* Flush everything to stable storage (fsync, fsyncdir, and statfs-free durability points). */
+/* Write everything back and flush the source to stable storage (fsync, fsyncdir). Takes
+ * vol->lock for the write-back only, not for the flush. */
 int fat_volume_sync(struct fat_volume *vol);
 
 /* --- nodes (vol->lock held) --- */
