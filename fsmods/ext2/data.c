@@ -419,17 +419,7 @@ static int64_t count_holes(struct e2 *e, struct node *n, struct ext2_inode_large
 /* How many blocks the caller may still allocate. */
 static uint64_t alloc_budget(struct e2 *e, const struct fuse_ctx *ctx)
 {
-	uint64_t lo = 0, hi = ext2fs_free_blocks_count(e->fs->super);
-	if (!e2_may_allocate(e, ctx, 0))
-		return 0;
-	while (lo < hi) { /* the largest n with e2_may_allocate(n) */
-		uint64_t mid = lo + (hi - lo + 1) / 2;
-		if (e2_may_allocate(e, ctx, mid))
-			lo = mid;
-		else
-			hi = mid - 1;
-	}
-	return lo;
+	return e2_alloc_budget(e, ctx);
 }
 
 /* Load block lblk of the file into dst: its content if written, else zeros. */

@@ -118,8 +118,9 @@ int e2_errno(struct e2 *e, errcode_t err, const char *what, ext2_ino_t ino);
 void e2_statfs(struct e2 *e, struct statvfs *st);
 int e2_start_committer(struct e2 *e);
 void e2_stop_committer(struct e2 *e);
-/* May the caller allocate n more blocks? Non-root callers may not touch the reserve. */
-bool e2_may_allocate(struct e2 *e, const struct fuse_ctx *ctx, uint64_t n);
+/* How many blocks the caller may allocate: what the kernel's ext4 allows (non-root callers
+ * leave the root reserve alone, nobody takes ext4's own small reserve for data). */
+uint64_t e2_alloc_budget(struct e2 *e, const struct fuse_ctx *ctx);
 
 /* ---- nodes.c ---- */
 struct node *node_find(struct e2 *e, ext2_ino_t ino);

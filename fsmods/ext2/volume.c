@@ -423,7 +423,7 @@ void e2_statfs(struct e2 *e, struct statvfs *st)
 	st->f_fsid = (unsigned long)(fsid ^ (fsid >> 32));
 }
 
-bool e2_may_allocate(struct e2 *e, const struct fuse_ctx *ctx, uint64_t n)
+uint64_t e2_alloc_budget(struct e2 *e, const struct fuse_ctx *ctx)
 {
 	struct ext2_super_block *sb = e->fs->super;
 	uint64_t bfree = ext2fs_free_blocks_count(sb);
@@ -432,7 +432,7 @@ bool e2_may_allocate(struct e2 *e, const struct fuse_ctx *ctx, uint64_t n)
 			  (sb->s_def_resgid != 0 && ctx->gid == sb->s_def_resgid);
 	if (!privileged)
 		keep += ext2fs_r_blocks_count(sb);
-	return bfree >= n + keep;
+	return bfree > keep ? bfree - keep : 0;
 }
 
 /* The committer: every cfg.commit seconds, what changed becomes durable, as ext4's journal
