@@ -85,6 +85,10 @@ struct e2 {
 	bool committer_running, stopping;
 	pthread_cond_t commit_cond;
 	bool dirty;               /* something changed since the last commit */
+	/* inodes unlinked while the kernel held them, freed on its FORGET */
+	uint64_t unlinked_waiting, released_total;
+	pthread_cond_t released_cond;
+	bool single_thread;
 };
 
 static inline void e2_lock(struct e2 *e)
@@ -129,6 +133,9 @@ void node_ref(struct e2 *e, ext2_ino_t ino);
 void node_forget(struct e2 *e, ext2_ino_t ino, uint64_t n);
 void node_table_free(struct e2 *e);
 void node_release_unlinked(struct e2 *e);   /* at unmount: free what the kernel still held */
+/* ENOSPC while unlinked inodes wait for the kernel's FORGET (usually already queued, behind
+ * the request that failed): wait for one to be freed, briefly. True: try again. */
+bool e2_wait_for_released(struct e2 *e);
 
 int ino_read(struct e2 *e, ext2_ino_t ino, struct ext2_inode_large *in);
 int ino_write(struct e2 *e, ext2_ino_t ino, struct ext2_inode_large *in);

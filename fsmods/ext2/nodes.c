@@ -105,7 +105,28 @@ void node_forget(struct e2 *e, ext2_ino_t ino, uint64_t count)
 	if (unlinked) {
 		ino_release(e, ino);
 		e2_mark_dirty(e);
+		e->unlinked_waiting--;
+		e->released_total++;
+		pthread_cond_broadcast(&e->released_cond);
 	}
+}
+
+bool e2_wait_for_released(struct e2 *e)
+{
+	if (e->unlinked_waiting == 0 || e->single_thread)
+		return false; /* nothing to wait for, or nobody else to read the FORGET */
+	uint64_t before = e->released_total;
+	struct timespec deadline;
+	clock_gettime(CLOCK_MONOTONIC, &deadline);
+	deadline.tv_nsec += 200 * 1000 * 1000;
+	if (deadline.tv_nsec >= 1000000000) {
+		deadline.tv_sec++;
+		deadline.tv_nsec -= 1000000000;
+	}
+	while (e->released_total == before &&
+	       pthread_cond_timedwait(&e->released_cond, &e->lock, &deadline) == 0)
+		;
+	return e->released_total != before;
 }
 
 void node_release_unlinked(struct e2 *e)
@@ -115,6 +136,7 @@ void node_release_unlinked(struct e2 *e)
 		for (struct node *n = t->buckets[i]; n; n = n->hnext) {
 			if (n->unlinked) {
 				n->unlinked = false;
+				e->unlinked_waiting--;
 				ino_release(e, n->ino);
 				e2_mark_dirty(e);
 			}
@@ -442,6 +464,8 @@ int ino_unlinked(struct e2 *e, ext2_ino_t ino)
 {
 	struct node *n = node_find(e, ino);
 	if (n && n->nlookup > 0) {
+		if (!n->unlinked)
+			e->unlinked_waiting++;
 		n->unlinked = true;
 		return 0;
 	}

@@ -122,7 +122,11 @@ void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *v
 {
 	struct e2 *e = e2_of(req);
 	e2_lock(e);
-	int r = e->readonly ? -EROFS : xattr_set(e, e2_ino(ino), name, value, size, flags);
+	int r = -EROFS;
+	while (!e->readonly &&
+	       (r = xattr_set(e, e2_ino(ino), name, value, size, flags)) == -ENOSPC &&
+	       e2_wait_for_released(e))
+		;
 	e2_unlock(e);
 	fuse_reply_err(req, -r);
 }

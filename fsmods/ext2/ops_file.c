@@ -78,8 +78,11 @@ void op_write(fuse_req_t req, fuse_ino_t fino, const char *buf, size_t size, off
 		r = -ENOMEM;
 	if (r == 0 && !LINUX_S_ISREG(in.i_mode))
 		r = -EINVAL;
-	if (r == 0)
+	while (r == 0 || r == -ENOSPC) {
 		r = data_write(e, n, &in, fuse_req_ctx(req), buf, size, (uint64_t)off);
+		if (r != -ENOSPC || !e2_wait_for_released(e) || (r = ino_read(e, ino, &in)) < 0)
+			break;
+	}
 	e2_unlock(e);
 	if (r < 0)
 		fuse_reply_err(req, (int)-r);
@@ -122,9 +125,12 @@ void op_fallocate(fuse_req_t req, fuse_ino_t fino, int mode, off_t offset, off_t
 	if (r == 0 && !LINUX_S_ISREG(in.i_mode))
 		r = -ENODEV;
 	uint64_t old_size = r == 0 ? EXT2_I_SIZE(&in) : 0;
-	if (r == 0)
+	while (r == 0 || r == -ENOSPC) {
 		r = data_fallocate(e, n, &in, fuse_req_ctx(req), mode, (uint64_t)offset,
 				   (uint64_t)length);
+		if (r != -ENOSPC || !e2_wait_for_released(e) || (r = ino_read(e, ino, &in)) < 0)
+			break;
+	}
 	if (r == 0) {
 		bool contents = (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) ||
 				EXT2_I_SIZE(&in) != old_size;

@@ -201,7 +201,10 @@ static void reply_new(fuse_req_t req, fuse_ino_t parent, const char *name,
 	struct e2 *e = e2_of(req);
 	struct fuse_entry_param ep;
 	e2_lock(e);
-	int r = create_node(req, e, e2_ino(parent), name, nn, &ep);
+	int r;
+	while ((r = create_node(req, e, e2_ino(parent), name, nn, &ep)) == -ENOSPC &&
+	       e2_wait_for_released(e))
+		;
 	e2_unlock(e);
 	if (r < 0)
 		fuse_reply_err(req, -r);
@@ -239,7 +242,10 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 	struct fuse_entry_param ep;
 	struct new_node nn = { .mode = S_IFREG | (mode & 07777) };
 	e2_lock(e);
-	int r = create_node(req, e, e2_ino(parent), name, &nn, &ep);
+	int r;
+	while ((r = create_node(req, e, e2_ino(parent), name, &nn, &ep)) == -ENOSPC &&
+	       e2_wait_for_released(e))
+		;
 	e2_unlock(e);
 	if (r < 0) {
 		fuse_reply_err(req, -r);
@@ -272,7 +278,9 @@ void op_link(fuse_req_t req, fuse_ino_t fino, fuse_ino_t newparent, const char *
 	if (r == 0 && (r = ino_read(e, dir, &din)) == 0 && din.i_links_count == 0)
 		r = -ENOENT;
 	if (r == 0)
-		r = dir_add(e, dir, newname, ino, e2_file_type(in.i_mode));
+		while ((r = dir_add(e, dir, newname, ino, e2_file_type(in.i_mode))) == -ENOSPC &&
+		       e2_wait_for_released(e))
+			;
 	if (r == 0) {
 		in.i_links_count++;
 		ino_touch(&in, false, true);
@@ -508,7 +516,10 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t n
 		return;
 	}
 	e2_lock(e);
-	int r = do_rename(e, e2_ino(parent), name, e2_ino(newparent), newname, flags);
+	int r;
+	while ((r = do_rename(e, e2_ino(parent), name, e2_ino(newparent), newname, flags)) ==
+	       -ENOSPC && e2_wait_for_released(e))
+		;
 	e2_unlock(e);
 	fuse_reply_err(req, -r);
 }

@@ -184,11 +184,18 @@ static int e2_start(void *cfgp, struct vo_cmdline *cl, void **statep)
 	}
 	e->cfg = *(struct e2_config *)cfgp;
 	pthread_mutex_init(&e->lock, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&e->released_cond, &ca);
+	pthread_condattr_destroy(&ca);
+	e->single_thread = cl->single_thread;
 	e->timeout = e->cfg.timeout;
 	e->noatime = has_fuse_opt(&cl->fuse_args, "noatime");
 	int status = e2_open(e, cl->positional[0], cl->readonly);
 	if (status != VO_EXIT_OK) {
 		e2_close(e);
+		pthread_cond_destroy(&e->released_cond);
 		pthread_mutex_destroy(&e->lock);
 		free(e);
 		return status;
@@ -219,6 +226,7 @@ static void e2_stop(void *statep)
 	e2_close(e);
 	node_table_free(e);
 	e2_unlock(e);
+	pthread_cond_destroy(&e->released_cond);
 	pthread_mutex_destroy(&e->lock);
 	free(e);
 }
