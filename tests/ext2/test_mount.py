@@ -344,3 +344,16 @@ def test_block_device_source(ext2):
     assert_clean(img)
     m = ext2.mount(img, "ro")
     assert (m.path / "on-a-device").read_bytes() == b"d" * 70000
+
+
+def test_write_protected_image_mounts_read_only(uext2, user):
+    img = uext2.image("ext4-4k", owner=user)
+    os.chmod(img, 0o444)
+    before = sha(img)
+    m = uext2.mount(img, user=user)
+    assert "write-protected, mounting read-only" in m.stderr()
+    assert "ro" in mounted_at(m.path).split()[5].split(",")
+    r = run(["touch", m.path / "x"], user=user, check=False)
+    assert r.returncode != 0 and "Read-only file system" in r.stderr
+    m.unmount()
+    assert sha(img) == before
