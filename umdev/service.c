@@ -10,6 +10,11 @@
 #include "nbdserver.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
@@ -37,6 +42,7 @@ struct umdev_service {
 	struct devmount *parts;     /* partition files, by number */
 	struct devmount *retired;   /* removed partitions still open somewhere */
 	struct umdev_nbd *nbd;
+	char disk_dev[32];          /* "major:minor" of the disk file's mount */
 };
 
 static const char *absolute(const char *path, char **out)
@@ -252,24 +258,86 @@ static int start_nbd(struct umdev_service *s, const struct umdev_nbd_addr *addr,
 	return VO_EXIT_OK;
 }
 
-/* Wait for the end: a signal, or the disk file unmounted (its thread sends SIGUSR2). */
+/* Is the disk file still mounted here? Read from /proc/self/mountinfo, not by a stat that
+ * would ask our own session. The mount point is compared as the kernel escapes it. */
+static bool disk_still_mounted(struct umdev_service *s, int mountinfo_fd)
+{
+	if (!s->disk_dev[0]) /* not known: rely on the session's end alone */
+		return true;
+	char escaped[PATH_MAX * 4], *e = escaped;
+	for (const char *p = s->path; *p && e < escaped + sizeof escaped - 5; p++) {
+		if (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\\')
+			e += sprintf(e, "\\%03o", (unsigned char)*p);
+		else
+			*e++ = *p;
+	}
+	*e = '\0';
+	FILE *f = fdopen(dup(mountinfo_fd), "r");
+	if (!f)
+		return true;
+	rewind(f);
+	bool found = false;
+	char *line = NULL;
+	size_t cap = 0;
+	while (!found && getline(&line, &cap, f) > 0) {
+		/* ID PARENT MAJOR:MINOR ROOT MOUNTPOINT ... */
+		char dev[32], point[PATH_MAX * 4];
+		if (sscanf(line, "%*s %*s %31s %*s %4095s", dev, point) == 2)
+			found = strcmp(point, escaped) == 0 && strcmp(dev, s->disk_dev) == 0;
+	}
+	free(line);
+	fclose(f);
+	return found;
+}
+
+/* Wait for the end: a signal, or the disk file unmounted. The kernel ends the disk's session
+ * when its mount goes, unless another mount namespace made meanwhile still holds a copy of
+ * it: so the mount table of our own namespace is watched as well (poll on mountinfo). */
 static void wait_for_the_end(struct umdev_service *s, const sigset_t *set)
 {
+	int sfd = signalfd(-1, set, SFD_CLOEXEC);
+	int mfd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
+	const char *why = "signal";
 	for (;;) {
-		int sig = sigwaitinfo(set, NULL);
-		if (sig < 0)
+		struct pollfd fds[2] = { { .fd = sfd, .events = POLLIN },
+					 { .fd = mfd, .events = POLLPRI } };
+		if (poll(fds, mfd >= 0 ? 2 : 1, -1) < 0)
 			continue;
-		if (sig == SIGCHLD) {
+		if (fds[1].revents & (POLLPRI | POLLERR)) {
+			if (!disk_still_mounted(s, mfd)) {
+				why = "the disk file was unmounted";
+				break;
+			}
+		}
+		if (!(fds[0].revents & POLLIN))
+			continue;
+		struct signalfd_siginfo si;
+		if (read(sfd, &si, sizeof si) != (ssize_t)sizeof si)
+			continue;
+		if (si.ssi_signo == SIGCHLD) {
 			if (s->nbd)
 				umdev_nbd_alive(s->nbd);
 			continue;
 		}
-		if (sig == SIGUSR2 && !devmount_finished(s->disk_mount))
+		if (si.ssi_signo == SIGUSR2 && !devmount_finished(s->disk_mount))
 			continue;
-		vo_debug("%s: stopping (%s)", s->path,
-			 sig == SIGUSR2 ? "the disk file was unmounted" : strsignal(sig));
-		return;
+		why = si.ssi_signo == SIGUSR2 ? "the disk file was unmounted"
+					      : strsignal((int)si.ssi_signo);
+		break;
 	}
+	vo_debug("%s: stopping (%s)", s->path, why);
+	close(sfd);
+	if (mfd >= 0)
+		close(mfd);
+}
+
+/* The device number of the disk file's mount, to recognise it in mountinfo. */
+static void remember_disk_dev(struct umdev_service *s)
+{
+	struct stat st;
+	if (stat(s->path, &st) == 0)
+		snprintf(s->disk_dev, sizeof s->disk_dev, "%u:%u", major(st.st_dev),
+			 minor(st.st_dev));
 }
 
 static void stop_all(struct umdev_service *s)
@@ -364,6 +432,13 @@ int umdev_service_main(const struct vo_daemon_info *info, enum umdev_kind kind,
 	status = open_store(&s, source);
 	if (status != VO_EXIT_OK)
 		goto out;
+	/* NBD first: once the disk file is there, so is the export (a foreground daemon has no
+	 * other way to say "ready") */
+	if (cfg->nbd) {
+		status = start_nbd(&s, &addr, source);
+		if (status != VO_EXIT_OK)
+			goto out;
+	}
 	struct devfile *df = devfile_new(s.disk, s.disk->whole, cfg->mode, s.uid, s.gid, &hooks,
 					 &s);
 	s.disk_mount = df ? devmount_start(&s.cl, s.path, s.fsname, df, true, MOUNT_OPTS, err,
@@ -374,12 +449,8 @@ int umdev_service_main(const struct vo_daemon_info *info, enum umdev_kind kind,
 		status = VO_EXIT_MOUNT;
 		goto out;
 	}
+	remember_disk_dev(&s);
 	reread(&s, true);
-	if (cfg->nbd) {
-		status = start_nbd(&s, &addr, source);
-		if (status != VO_EXIT_OK)
-			goto out;
-	}
 	vo_detach_ready();
 	wait_for_the_end(&s, &set);
 out:
