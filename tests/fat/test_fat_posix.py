@@ -311,6 +311,25 @@ def test_chmod_maps_to_the_read_only_attribute(fatvol):
     assert "R" in mtools("mattrib", "-i", v.img, "::f").stdout.split("::")[0]
 
 
+def test_read_only_directories_only_with_rodir(fatvol, rtmp):
+    img = make_fat(rtmp / "rd.img", fat=16, size="16M")
+    mtools("mmd", "-i", img, "::RO")
+    mtools("mattrib", "-i", img, "+r", "::RO")  # a directory with the read-only attribute
+    v = fatvol(img=img)
+    assert stat.S_IMODE((v.path / "RO").stat().st_mode) == 0o755  # ignored, as Linux vfat
+    (v.path / "RO" / "inside").write_text("still writable")
+    v.unmount()
+    v = fatvol(img=img, opts=("rodir",))
+    assert stat.S_IMODE((v.path / "RO").stat().st_mode) == 0o555
+    os.chmod(v.path / "RO", 0o755)  # and chmod clears it
+    assert stat.S_IMODE((v.path / "RO").stat().st_mode) == 0o755
+    (v.path / "RW").mkdir()
+    os.chmod(v.path / "RW", 0o555)
+    v.check()
+    assert "R" in mtools("mattrib", "-i", img, "::RW").stdout.split("::")[0]
+    assert "R" not in mtools("mattrib", "-i", img, "::RO").stdout.split("::")[0]
+
+
 def test_hidden_and_system_as_xattr(fatvol):
     v = fatvol(fat=32)
     p = v.path / "boot.ini"
