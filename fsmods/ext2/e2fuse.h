@@ -5,15 +5,17 @@
  *   volume.c       open/close the file system, feature policy, commit, statfs, errors
  *   bcache.c       metadata block cache;  io_manager.c  libext2fs on the block layer
  *   nodes.c        inodes the kernel knows (lookup counts, deferred release), attributes
- *   dir.c          directory blocks: lookup, insert, remove, iterate, per-directory index
+ *   dir.c          directories: lookup, insert, remove, iterate, per-directory name index
+ *   dirblock.c     the format of one directory block (pure; unit-tested and fuzzed)
  *   data.c         file data: block mapping, read, write, truncate, fallocate, seek
- *   xattr.c        extended attributes; acl.c  POSIX ACL rules (inheritance, chmod)
+ *   xattr.c        extended attributes; acl.c  POSIX ACL rules (pure: inheritance, chmod)
  *   ops_*.c        the FUSE low-level operations, one file per family
  *
  * Locking: libext2fs is not thread-safe, so every call into it (and every use of the node
  * table, the directory indexes and the block cache) happens under e2->lock. The kernel side is
  * kept fast instead: long attribute/entry timeouts (this daemon is the only writer), negative
- * entries cached, readdirplus, keep_cache, 1 MiB requests, and no open/release/flush traffic. */
+ * entries cached, readdirplus, keep_cache, 1 MiB requests, and no open/release/flush traffic.
+ * docs/ext2.md tells the whole story. */
 #ifndef UMFUSE_EXT2_E2FUSE_H
 #define UMFUSE_EXT2_E2FUSE_H
 

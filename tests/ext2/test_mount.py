@@ -357,3 +357,23 @@ def test_write_protected_image_mounts_read_only(uext2, user):
     assert r.returncode != 0 and "Read-only file system" in r.stderr
     m.unmount()
     assert sha(img) == before
+
+
+def test_umdev_device_file_source(ext2, rtmp):
+    """Nesting: an ext4 made on a umdev RAM disk's device file, mounted from that file. Needs
+    umdev in the same build (CI builds everything; a build of ext2 alone skips this)."""
+    from conftest import BUILD
+    if not any(p.is_file() for p in BUILD.rglob("umdev-ramdisk")):
+        pytest.skip(f"umdev-ramdisk is not built in {BUILD}")
+    dev = rtmp / "disk"
+    dev.touch()
+    ramdisk = ext2.mounts.start("umdev-ramdisk", "-o", "size=64M", dev, mountpoint=dev)
+    run(["mkfs.ext4", "-q", "-F", dev])
+    m = ext2.mount(dev)
+    (m.path / "nested").write_bytes(b"n" * 100000)
+    m.unmount()
+    assert_clean(dev)
+    m = ext2.mount(dev, "ro")
+    assert (m.path / "nested").read_bytes() == b"n" * 100000
+    m.unmount()
+    ramdisk.unmount()
