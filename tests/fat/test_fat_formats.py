@@ -51,6 +51,22 @@ def test_tree_copied_in_compares_equal_and_mtools_agrees(fatvol, rtmp, fat, size
     assert diff_r(src, mcopy_out(v.img, rtmp / "out")) == ""
 
 
+@pytest.mark.parametrize("fat", [12, 32])
+def test_volume_label_entry_is_hidden_and_kept(fatvol, rtmp, fat):
+    img = make_fat(rtmp / "l.img", fat=fat, size="1440K" if fat == 12 else "64M",
+                   label="MYLABEL")
+    v = fatvol(img=img)
+    assert os.listdir(v.path) == []
+    for i in range(30):  # enough to need the label's neighbourhood
+        (v.path / f"file number {i}").write_text(str(i))
+    for i in range(0, 30, 2):
+        os.unlink(v.path / f"file number {i}")
+    v.check()
+    assert "Volume in drive : is MYLABEL" in mtools("mdir", "-i", img, "::").stdout
+    assert sorted(os.listdir(fatvol(img=img, opts=("ro",)).path)) == sorted(
+        f"file number {i}" for i in range(1, 30, 2))
+
+
 def test_mtools_written_tree_reads_back(fatvol, rtmp):
     src = small_tree(rtmp / "src", 50, seed=5)
     # 4 KiB clusters: mtools cannot spread one long name over two clusters of 512 bytes
