@@ -69,12 +69,12 @@ struct e2 {
 	pthread_mutex_t lock;
 	struct e2_config cfg;
 	bool readonly;
-	bool opened;              /* e2_open succeeded: e2_close may write */
+	bool opened;              /* e2_open succeeded */
+	bool marked;              /* marked "not clean" (at the kernel's INIT): close may write */
 	bool writeback_cache;     /* granted by the kernel in init */
 	bool posix_acl;           /* granted by the kernel in init */
 	bool noatime;
 	bool no_open, no_opendir; /* the kernel may skip open/opendir (we keep no state) */
-	bool served;              /* the kernel said hello */
 	double timeout;
 	uint64_t overhead_blocks; /* statfs: metadata blocks not counted as capacity */
 	uint64_t resv_blocks;     /* statfs: what the kernel keeps back from f_bavail */
@@ -117,6 +117,9 @@ static inline fuse_ino_t e2_fuse_ino(ext2_ino_t ino)
 
 /* ---- volume.c ---- */
 int e2_open(struct e2 *e, const char *source, bool readonly_requested);
+/* A read-write mount is served: mark the file system "not clean" until unmount (a mount
+ * that fails before the kernel's INIT leaves the image untouched). */
+int e2_mark_mounted(struct e2 *e);
 int e2_close(struct e2 *e);                 /* commit, mark clean, free; 0 or -errno */
 int e2_commit(struct e2 *e);                /* make everything durable; under the lock */
 void e2_mark_dirty(struct e2 *e);

@@ -88,7 +88,9 @@ static bool has_fuse_opt(const struct fuse_args *args, const char *name)
 static void e2_init(void *userdata, struct fuse_conn_info *conn)
 {
 	struct e2 *e = userdata;
-	e->served = true;
+	e2_lock(e);
+	e2_mark_mounted(e);
+	e2_unlock(e);
 	conn->max_write = 1 << 20;
 	/* nanoseconds where the inodes have room for them, else whole seconds */
 	conn->time_gran = EXT2_INODE_SIZE(e->fs->super) > EXT2_GOOD_OLD_INODE_SIZE ? 1 : 1000000000;

@@ -273,19 +273,8 @@ int e2_open(struct e2 *e, const char *source, bool readonly)
 				 "(%s): run e2fsck %s", source, error_message(ret), source);
 			return VO_EXIT_SOURCE;
 		}
-		/* as the kernel does: the primary superblock and descriptors only; a mounted file
-		 * system is marked not clean until unmount writes it back clean */
+		/* as the kernel does: the primary superblock and descriptors only */
 		fs->flags |= EXT2_FLAG_MASTER_SB_ONLY;
-		e->mount_state = fs->super->s_state;
-		fs->super->s_mnt_count++;
-		fs->super->s_mtime = (__u32)time(NULL);
-		fs->super->s_state &= (__u16)~EXT2_VALID_FS;
-		ext2fs_mark_super_dirty(fs);
-		ret = ext2fs_flush2(fs, 0);
-		if (ret) {
-			vo_error("cannot mount %s read-write: %s", source, error_message(ret));
-			return VO_EXIT_SOURCE;
-		}
 	}
 	e->readonly = readonly;
 	e->overhead_blocks = compute_overhead(fs);
@@ -300,9 +289,29 @@ int e2_open(struct e2 *e, const char *source, bool readonly)
 	return VO_EXIT_OK;
 }
 
+int e2_mark_mounted(struct e2 *e)
+{
+	if (e->readonly || e->marked)
+		return 0;
+	struct ext2_super_block *sb = e->fs->super;
+	e->mount_state = sb->s_state;
+	sb->s_mnt_count++;
+	sb->s_mtime = (__u32)time(NULL);
+	sb->s_state &= (__u16)~EXT2_VALID_FS;
+	ext2fs_mark_super_dirty(e->fs);
+	errcode_t ret = ext2fs_flush2(e->fs, 0);
+	if (ret) {
+		vo_error("%s: marking the file system mounted failed: %s", e->source,
+			 error_message(ret));
+		return -EIO;
+	}
+	e->marked = true;
+	return 0;
+}
+
 int e2_commit(struct e2 *e)
 {
-	if (e->readonly || !e->fs)
+	if (e->readonly || !e->fs || !e->marked)
 		return 0;
 	ext2fs_mark_super_dirty(e->fs);
 	errcode_t ret = ext2fs_flush2(e->fs, 0);
@@ -322,10 +331,11 @@ void e2_mark_dirty(struct e2 *e)
 int e2_close(struct e2 *e)
 {
 	int r = 0;
-	if (e->fs && !e->opened) {
-		/* a refused mount writes nothing */
+	if (e->fs && (!e->opened || (!e->readonly && !e->marked))) {
+		/* a refused or failed mount writes nothing */
 		ext2fs_free(e->fs);
 		e->fs = NULL;
+		e->opened = false;
 	}
 	if (e->fs) {
 		if (!e->readonly) {

@@ -377,3 +377,16 @@ def test_umdev_device_file_source(ext2, rtmp):
     assert (m.path / "nested").read_bytes() == b"n" * 100000
     m.unmount()
     ramdisk.unmount()
+
+
+def test_failed_mount_leaves_the_image_untouched(uext2, user, utmp):
+    img = uext2.image("ext4-4k", owner=user)
+    before = sha(img)
+    mnt = utmp / "not-yours"
+    mnt.mkdir()
+    os.chown(mnt, 0, 0)
+    os.chmod(mnt, 0o755)  # fusermount3 refuses a mount point the user cannot write
+    r = run([viewos_bin(DAEMON), img, mnt], user=user, check=False)
+    assert r.returncode == 32, r.stderr
+    assert not mounted_at(mnt)
+    assert sha(img) == before
