@@ -421,6 +421,12 @@ int ino_create(struct e2 *e, ext2_ino_t parent, mode_t mode, uid_t uid, gid_t gi
 		return -e2_errno(e, r, "writing a new inode", ino);
 	ext2fs_inode_alloc_stats2(fs, ino, +1, S_ISDIR(mode));
 	e2_mark_dirty(e);
+	struct node *n = node_find(e, ino);
+	if (n) { /* a node left from the inode's previous life */
+		data_map_invalidate(n);
+		dir_index_free(n->dindex);
+		n->dindex = NULL;
+	}
 	*inop = ino;
 	return 0;
 }
@@ -447,8 +453,11 @@ int ino_release(struct e2 *e, ext2_ino_t ino)
 			return r;
 	}
 	struct node *n = node_find(e, ino);
-	if (n)
+	if (n) { /* nothing cached about the old inode may outlive it */
 		data_map_invalidate(n);
+		dir_index_free(n->dindex);
+		n->dindex = NULL;
+	}
 	in.i_links_count = 0;
 	in.i_size = 0;
 	in.i_size_high = 0;
