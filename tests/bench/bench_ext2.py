@@ -122,10 +122,15 @@ def main():
         FuseExt2("fuse2fs", gib, lambda i, m: ["fuse2fs", i, m]),
         FuseExt2("umfuse-ext2", gib, lambda i, m: [daemon, i, m]),
     ]
+    load_before = open("/proc/loadavg").read().split()[:3]
     results = benchlib.main(targets, "umfuse-ext2 (ext4 image, read-write)",
                             reference="kernel ext4", argv=argv)
+    load_after = open("/proc/loadavg").read().split()[:3]
     lines = ["", "e2fsck -fn after each round (exit status; 0 = clean): " +
-             ", ".join(f"{t.name} {FSCK[t.name]}" for t in targets if FSCK[t.name])]
+             ", ".join(f"{t.name} {FSCK[t.name]}" for t in targets if FSCK[t.name]) + ".",
+             f"Load average (1, 5, 15 min) before: {' '.join(load_before)}, after: "
+             f"{' '.join(load_after)} (the machine is shared; FUSE round trips suffer most "
+             "from a busy CPU)."]
     print("\n".join(lines))
     for i, a in enumerate(argv):
         md = argv[i + 1] if a == "--markdown" else a.split("=", 1)[1] \
