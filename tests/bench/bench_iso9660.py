@@ -15,6 +15,7 @@ Workloads, each after a remount and with the caches dropped:
 
 Run as root from the repository root after building:
     /usr/bin/python3 tests/bench/bench_iso9660.py --repeat 3 --markdown docs/benchmarks.md
+Options: benchlib's (--repeat, --only, --targets, --files, --markdown, --workdir) and --big-mib N.
 """
 import os
 import random
@@ -33,12 +34,7 @@ RANDOM_READS = 10_000
 
 
 def big_mib():
-    for i, a in enumerate(sys.argv):
-        if a == "--big-mib" and i + 1 < len(sys.argv):
-            return int(sys.argv[i + 1])
-        if a.startswith("--big-mib="):
-            return int(a.split("=", 1)[1])
-    return 512
+    return int(option(sys.argv, "--big-mib") or 512)
 
 
 def source_tree(files, big):
@@ -163,26 +159,13 @@ def archivemount_read_all(iso, workdir, limit):
 
 
 def main():
-    argv = [a for a in sys.argv[1:]]
-    # --big-mib is ours, the rest goes to benchlib
-    for i, a in enumerate(list(argv)):
-        if a == "--big-mib":
-            del argv[i:i + 2]
-            break
-        if a.startswith("--big-mib="):
-            del argv[i]
-            break
-    files = 20000
-    for i, a in enumerate(argv):
-        if a == "--files":
-            files = int(argv[i + 1])
-        elif a.startswith("--files="):
-            files = int(a.split("=", 1)[1])
+    argv = strip_option(sys.argv[1:], "--big-mib")  # ours; the rest goes to benchlib
+    files = int(option(argv, "--files") or 20000)
     # a work directory of our own: benchlib empties it before every round
-    if not any(a.startswith("--workdir") for a in argv):
-        argv += ["--workdir", str(CACHE / "iso9660-run")]
-    workdir = argv[argv.index("--workdir") + 1] if "--workdir" in argv else \
-        next(a.split("=", 1)[1] for a in argv if a.startswith("--workdir="))
+    workdir = option(argv, "--workdir")
+    if not workdir:
+        workdir = str(CACHE / "iso9660-run")
+        argv += ["--workdir", workdir]
     src = source_tree(files, big_mib())
     iso = iso_image(src)
     daemon = viewos_bin("umfuse-iso9660")
@@ -194,19 +177,55 @@ def main():
     ]
     title = f"umfuse-iso9660 (ISO 9660 image, read-only; big.bin {big_mib()} MiB)"
     extra = {"random_4k": (w_random_4k, True)}
-    benchlib.main(targets, title, reference="source dir", extra_workloads=extra,
-                  default_workloads=["find_ls"], argv=argv)
-    # archivemount serves a read by scanning the archive from its start: read_all and random
-    # reads grow without bound, so it sits those out of the table (measured once below)
-    benchlib.main(targets[:3], title, reference="source dir", extra_workloads=extra,
-                  default_workloads=["read_all", "random_4k"], argv=argv)
-    line = (f"archivemount, read_all of the same tree, one run: "
-            f"{archivemount_read_all(iso, workdir, 900)}\n")
-    print(line)
-    for i, a in enumerate(argv):
-        if a == "--markdown":
-            with open(argv[i + 1], "a") as f:
+    # --only and --targets choose among the tables below
+    only = option(argv, "--only")
+    wanted = only.split(",") if only else ["find_ls", "read_all", "random_4k"]
+    names = option(argv, "--targets")
+    chosen = [t for t in targets if not names or t.name in names.split(",")]
+    if "source dir" not in [t.name for t in chosen]:
+        chosen.insert(0, targets[0])
+    argv = strip_option(strip_option(argv, "--only"), "--targets")
+    tables = [
+        (["find_ls"], chosen),
+        # archivemount serves a read by scanning the archive from its start: read_all and
+        # random reads grow without bound, so it sits those out (read_all is measured once
+        # below, with a time limit)
+        (["read_all", "random_4k"], [t for t in chosen if t.name != "archivemount"]),
+    ]
+    for workloads, tgts in tables:
+        workloads = [w for w in workloads if w in wanted]
+        if workloads and len(tgts) > 1:
+            benchlib.main(tgts, title, reference="source dir", extra_workloads=extra,
+                          default_workloads=workloads, argv=argv)
+    if "read_all" in wanted and "archivemount" in [t.name for t in chosen]:
+        line = (f"archivemount, read_all of the same tree, one run: "
+                f"{archivemount_read_all(iso, workdir, 900)}\n")
+        print(line)
+        md = option(argv, "--markdown")
+        if md:
+            with open(md, "a") as f:
                 f.write("\n" + line)
+
+
+def option(argv, name):
+    for i, a in enumerate(argv):
+        if a == name and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith(name + "="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def strip_option(argv, name):
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == name:
+            skip = True
+        elif not a.startswith(name + "="):
+            out.append(a)
+    return out
 
 
 if __name__ == "__main__":
