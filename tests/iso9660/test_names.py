@@ -133,3 +133,23 @@ def test_files_without_rock_ridge_belong_to_the_mounting_user(names_tree, utmp, 
     m = mount_iso(mounts, iso, utmp / "mnt", user=user)
     r = run(["stat", "-c", "%u:%g %a", m.path / "readme.txt"], user=user)
     assert r.stdout.strip() == f"{user.uid}:{user.gid} 555"
+
+
+@pytest.mark.parametrize("level", ["1", "2", "3"])
+def test_plain_names_at_every_iso_level(names_tree, tmp_path, mounts, level):
+    """Level 1 (8.3 names), 2 (31 characters) and 3 (multi-extent allowed) without extensions:
+    the names libarchive reads, mapped like Linux, and every file's bytes."""
+    iso = mkisofs(tmp_path / "l.iso", names_tree, "--norock", "-iso-level", level)
+    m = mount_iso(mounts, iso, tmp_path / "mnt")
+    names = tree_names(m.path)
+    assert names == {n.lower() for n in bsdtar_names(iso)}
+    if level == "1":
+        assert all(len(n.split(".")[0]) <= 8 for n in os.listdir(m.path))
+    else:
+        assert any(len(n) > 12 for n in os.listdir(m.path))
+
+    def contents(root):
+        return sorted(p.read_bytes() for p in root.rglob("*") if p.is_file() and
+                      not p.is_symlink())
+
+    assert contents(m.path) == contents(names_tree)
