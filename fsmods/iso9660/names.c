@@ -75,6 +75,13 @@ size_t iso_name_joliet(const uint8_t *raw, size_t len, char *out)
 		n -= 2;
 	while (n >= 2 && out[n - 1] == '.')
 		n--;
+	if (n > 255) {
+		/* 103 characters of a non-Latin script are more than Linux's 255 bytes: keep what
+		   fits, cut between characters, so that the file stays reachable */
+		n = 255;
+		while (n > 0 && ((unsigned char)out[n] & 0xc0) == 0x80)
+			n--;
+	}
 	out[n] = '\0';
 	return n;
 }

@@ -4,7 +4,8 @@
  *    name is lower-cased, a ";1" version is dropped together with a dot just before it, and any
  *    other ';' becomes '.'; map=off shows the identifier as recorded;
  *  - Joliet: big-endian UCS-2 (UTF-16 surrogate pairs accepted) to UTF-8, without a ";1" version
- *    or trailing dots (which Windows writes and Linux has always hidden);
+ *    or trailing dots (which Windows writes and Linux has always hidden), cut to 255 bytes at a
+ *    character boundary when a long name in a non-Latin script needs more;
  *  - Rock Ridge NM names are bytes and need nothing.
  * A name a Linux file system cannot hold (empty, ".", "..", a '/' or NUL in it, longer than
  * 255 bytes) makes the entry unreachable, and the caller drops it. */

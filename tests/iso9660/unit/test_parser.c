@@ -59,6 +59,12 @@ static void test_joliet_names_become_utf8(void)
 	CHECK_STR(joliet(lone, sizeof lone), "\xef\xbf\xbdx");
 	static const uint8_t odd[] = { 0, 'o', 0, 'k', 0x41 };              /* an odd last byte */
 	CHECK_STR(joliet(odd, sizeof odd), "ok");
+	uint8_t cjk[2 * 100];                                                /* 100 x U+65E5 */
+	for (int i = 0; i < 100; i++)
+		cjk[2 * i] = 0x65, cjk[2 * i + 1] = 0xe5;
+	const char *cut = joliet(cjk, sizeof cjk);
+	CHECK_EQ(strlen(cut), 255); /* 85 whole characters of 3 bytes */
+	CHECK(memcmp(cut + 252, "\xe6\x97\xa5", 3) == 0);
 }
 
 static void test_names_linux_cannot_hold_are_invalid(void)
