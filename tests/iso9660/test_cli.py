@@ -232,3 +232,15 @@ def test_image_through_a_device_file_on_a_fuse_mount(small, tmp_path, mounts):
     mounts.start("vo-testfs", "-o", "ro", iso, dev, mountpoint=dev)
     m = mount_iso(mounts, dev / "data", tmp_path / "mnt")
     assert_same_tree(describe(src), describe(m.path))
+
+
+@pytest.mark.parametrize("how", [["-s"], ["-o", "max_threads=2"], ["-d"]])
+def test_threading_and_debug_options(small, tmp_path, mounts, how):
+    src, iso = small
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    m = mounts.start(DAEMON, *how, iso, mnt, mountpoint=mnt)
+    assert_same_tree(describe(src), describe(m.path))
+    if how == ["-d"]:
+        m.unmount()
+        assert "opcode: READDIRPLUS" in m.stderr()
