@@ -10,6 +10,7 @@ fusefat needs minutes for the default 20k-file tree: measure it with a smaller -
   bench_fat.py --targets "native dir,umfuse-fat" --repeat 3
   bench_fat.py --targets "native dir,umfuse-fat,fusefat" --files 2000 --size-mib 256
   bench_fat.py --only copy_in --files 2000
+  bench_fat.py --targets "native dir,umfuse-fat,umfuse-fat noxattr" --only untar
 copy_in copies an unpacked tree (cp -r; mcopy -s for mtools) into the target. untar does not
 check tar's exit status: on fusefat, chmod and chown fail (ENOSYS) and tar reports it.
 """
@@ -119,8 +120,16 @@ def main():
         FatMount("umfuse-fat", [viewos_bin("umfuse-fat"), "-f", "{img}", "{mnt}"]),
         FatMount("fusefat", ["fusefat", "-f", "-o", "rw+", "{img}", "{mnt}"]),
         Mtools(),
+        # only when named in --targets: variants of umfuse-fat's own options
+        FatMount("umfuse-fat noxattr",
+                 [viewos_bin("umfuse-fat"), "-f", "-o", "noxattr", "{img}", "{mnt}"]),
+        FatMount("umfuse-fat mt",
+                 [viewos_bin("umfuse-fat"), "-f", "-o", "max_threads=10", "{img}", "{mnt}"]),
+        FatMount("umfuse-fat -s", [viewos_bin("umfuse-fat"), "-f", "-s", "{img}", "{mnt}"]),
     ]
     argv = sys.argv[1:]
+    if "--targets" not in argv:
+        targets = [t for t in targets if not t.name.startswith("umfuse-fat ")]
     only = argv[argv.index("--only") + 1].split(",") if "--only" in argv else None
     if only != ["copy_in"]:
         targets = [t for t in targets if t.name != "mtools"]  # it can only copy in

@@ -451,8 +451,9 @@ def test_inode_numbers_are_stable(fatvol):
     v.check()
 
 
-def test_parallel_writers_and_readers(fatvol):
-    v = fatvol(fat=32, size="128M")
+@pytest.mark.parametrize("opts", [(), ("max_threads=4",)], ids=["one thread", "threads"])
+def test_parallel_writers_and_readers(fatvol, opts):
+    v = fatvol(fat=32, size="128M", opts=opts)
     blobs = {f"file {i}.bin": os.urandom(1_000_000 + i * 4097) for i in range(8)}
     errors = []
 
@@ -471,7 +472,30 @@ def test_parallel_writers_and_readers(fatvol):
     for t in threads:
         t.join()
     assert not errors
-    v.remount()
+    # and in parallel: readers of every file, a writer creating and deleting next to them
+    def reader(name, data):
+        try:
+            for _ in range(3):
+                assert (v.path / name).read_bytes() == data
+        except Exception as e:
+            errors.append(e)
+
+    def churn():
+        try:
+            for i in range(100):
+                (v.path / f"tmp{i % 7}").write_bytes(os.urandom(5000))
+                os.rename(v.path / f"tmp{i % 7}", v.path / f"kept{i % 5}")
+        except Exception as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=reader, args=kv) for kv in blobs.items()]
+    threads.append(threading.Thread(target=churn))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    v.remount(opts)
     for name, data in blobs.items():
         assert (v.path / name).read_bytes() == data
     v.check()
