@@ -30,7 +30,7 @@ static const struct vo_opt viewfs_options[] = {
 	{ "timeout", VO_OPT_STRING, offsetof(struct viewfs_config, timeout), 0, 0, NULL, "SECONDS",
 	  "how long the kernel caches names and attributes (default 1)" },
 	{ "writeback", VO_OPT_BOOL, offsetof(struct viewfs_config, writeback), 0, 0, NULL, NULL,
-	  "kernel write-back cache (default yes)" },
+	  "kernel write-back cache (default no: mtimes may lag, see viewfs(1))" },
 	VO_OPT_TABLE_END,
 };
 
@@ -49,7 +49,7 @@ void viewfs_config_init(struct viewfs_config *cfg)
 {
 	memset(cfg, 0, sizeof *cfg);
 	cfg->mode = VIEWFS_MOVE;
-	cfg->writeback = 1;
+	cfg->writeback = 0;
 	cfg->timeout_s = 1.0;
 }
 

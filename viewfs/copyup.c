@@ -191,7 +191,9 @@ int copy_up(struct viewfs *fs, struct vnode *n, off_t keep)
 	if (rc < 0)
 		goto out;
 
-	/* Build the copy aside. */
+	/* Build the copy aside (a large file takes a while: other requests go on meanwhile). */
+	if (st.st_size > 1 << 20)
+		viewfs_serve_yield();
 	uid_t ruid = geteuid();
 	gid_t rgid = getegid();
 	mode_t real_mode = st.st_mode & 0777; /* setuid/setgid stay in the record */

@@ -347,6 +347,18 @@ static void vfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const
 
 /* ------------------------------------------------------------------ unlink, rmdir */
 
+/* Before a name of a file the kernel knows goes away: keep its object by fd, as a file system
+ * keeps an unlinked inode while it is in use (the kernel may still fstat it, or write back its
+ * times, long after the name is gone). */
+static void keep_object(struct vnode *n)
+{
+	if (!n || S_ISDIR(n->type))
+		return;
+	enum layer l = node_layer(n);
+	if (n->fd[l] < 0)
+		n->fd[l] = node_open(n, l, O_PATH);
+}
+
 /* The node of a name that is going away keeps its record for fstat of open files. */
 static void mark_unlinked(struct vnode *n, struct vnode *p, const char *name,
 			  const struct resolved *r)
@@ -370,6 +382,8 @@ static int unlink_locked(struct viewfs *fs, struct vnode *p, const char *name)
 		return -EISDIR;
 	}
 	struct vnode *n = node_of_resolved(fs, p, name, &r);
+	if (n && n->parent == p && strcmp(n->name, name) == 0)
+		keep_object(n);
 	if (r.excepted) {
 		rc = unlinkat(p->fd[LOWER], name, 0) < 0 ? -errno : 0;
 		goto done;
@@ -622,6 +636,8 @@ static int rename_locked(struct viewfs *fs, struct rename_op *op)
 	struct vnode *s = op->s, *d = op->d;
 	if (s == d)
 		return 0; /* two names of one file: nothing to do (POSIX) */
+	if (d && !exchange && d->parent == op->q && strcmp(d->name, op->b) == 0)
+		keep_object(d);
 	if (d && !exchange) {
 		if (S_ISDIR(s->type) && !S_ISDIR(d->type))
 			return -ENOTDIR;

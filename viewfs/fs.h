@@ -8,7 +8,8 @@
  *   dir.c      create/link/unlink/rename     readdir.c  merged listings
  *   attr.c     getattr/setattr/vstat/access  xattr.c    extended attributes
  *   file.c     open and file I/O             ops.c      the FUSE operation table, init
- *   mount.c    set-up, mount and serve (callable from a launcher, see viewfs.h)
+ *   mount.c    set-up and mount (callable from a launcher, see viewfs.h)
+ *   serve.c    the serving loop (leader/follower threads)
  *
  * Locking, in the order they may be taken:
  *   node->copyup_lock  (one regular file being copied into the layer: no other lock held)
@@ -275,6 +276,10 @@ int real_open_flags(struct viewfs *fs, int flags);
 
 /* The virtual owner of an object created by this request: the caller's ids (vstat). */
 void request_ids(fuse_req_t req, uid_t *uid, gid_t *gid);
+
+/* serve.c: about to do something slow (a copy-up, large I/O, fsync): let another thread read
+ * the next requests meanwhile. */
+void viewfs_serve_yield(void);
 
 /* Log a corrupt record once per run (a broken layer must not flood the log). */
 void report_corrupt(struct viewfs *fs, struct vnode *d, const char *name, const char *why);

@@ -212,7 +212,7 @@ int viewfs_run(struct viewfs *fs, struct vo_cmdline *cl, const char *fsname,
 	if (!se)
 		return VO_EXIT_MOUNT;
 	vo_detach_ready();
-	int r = vo_serve(se, cl);
+	int r = viewfs_serve(se, cl->single_thread ? 1 : cl->max_threads);
 	vo_unmount(se);
 	fs->se = NULL;
 	if (r < 0) {

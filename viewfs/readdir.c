@@ -409,6 +409,7 @@ static void vfs_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fu
 	(void)fi;
 	struct viewfs *fs = fuse_req_userdata(req);
 	struct vnode *d = node_from_id(fs, ino);
+	viewfs_serve_yield();
 	ns_read(fs);
 	int fd = openat(d->fd[node_layer(d)], ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	ns_unlock(fs);

@@ -32,6 +32,10 @@ const struct fuse_lowlevel_ops *viewfs_ops(void);
 struct fuse_session *viewfs_mount(struct viewfs *fs, struct vo_cmdline *cl, const char *fsname,
 				  const char *mountpoint);
 
+/* Serve se until it is unmounted or a signal ends it (SIGTERM, SIGINT, SIGHUP), with up to
+ * max_threads threads (1: single-threaded; 0: the default). 0 or -errno. */
+int viewfs_serve(struct fuse_session *se, unsigned max_threads);
+
 /* Mount, report readiness (vo_detach_ready), serve until unmounted or signalled, unmount.
  * Returns an exit code. */
 int viewfs_run(struct viewfs *fs, struct vo_cmdline *cl, const char *fsname,

@@ -212,7 +212,10 @@ static void vfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const
 		ns_unlock(fs);
 		fuse_reply_err(req, -rc);
 		/* The kernel's inode is a regular file and cannot change type: make it look the
-		 * name up again (the lookup gives a new node of the new type). */
+		 * name up again (the lookup gives a new node of the new type). The kernel may wait
+		 * for the directory, whose holder may wait for us: another thread must be reading
+		 * requests while this one waits (serve.c). */
+		viewfs_serve_yield();
 		if (parent && fs->se)
 			fuse_lowlevel_notify_inval_entry(fs->se, node_id(fs, parent), name_copy,
 							 strlen(name_copy));

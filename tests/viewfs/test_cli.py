@@ -146,3 +146,76 @@ def test_quoted_comma_in_except_path(view):
     view.py("write('a,b/f', 'changed\\n'); write('x', 'changed\\n')")
     assert view.orig("a,b/f").read_text() == "changed\n"  # excepted: the original
     assert view.orig("x").read_text() == "orig\n"
+
+
+def test_ro_mount_changes_nothing(view):
+    view.make({"f": "orig\n"})
+    view.mount("cow,ro")
+    r = view.py("result = [read('f'), append('f', 'x'), write('new', 'n'), err(os.unlink, P('f'))]")
+    assert r == ["orig\n", "EROFS", "EROFS", "EROFS"]
+    assert not (view.layer / ".-").exists()  # a read-only view does not even make its metadata
+
+
+def test_wok_reports_write_permission(view):
+    """wok: tools that check write permission first (access(W_OK), the mode bits) go ahead,
+    and cow diverts the write."""
+    view.make({"etc/conf": "c\n"})
+    view.give_root("etc/conf")
+    os.chmod(view.mnt / "etc/conf", 0o444)
+    view.mount("cow")
+    assert view.py("result = [os.access(P('etc/conf'), os.W_OK), st('etc/conf')['perm']]") == [
+        False, 0o444]
+    view.remount("cow,wok")
+    assert view.py("result = [os.access(P('etc/conf'), os.W_OK), st('etc/conf')['perm']]") == [
+        True, 0o666]
+
+
+def test_debug_option_prints_operations(view):
+    view.make({"f": "x"})
+    m = view.mount("cow,debug")
+    view.py("result = read('f')")
+    view.unmount()
+    assert "LOOKUP" in m.stderr() and "opcode" in m.stderr()
+
+
+def test_cow_never_reads_what_the_user_may_not(view):
+    view.make({"secret": "s\n"})
+    view.give_root("secret")
+    os.chmod(view.mnt / "secret", 0o600)
+    view.mount("cow,vstat")
+    r = view.py("result = [read('secret'), append('secret', 'x'), err(os.truncate, P('secret'), 0),"
+                " err(os.chown, P('secret'), os.getuid(), os.getgid()), read('secret')]")
+    # a virtual chown only changes what stat says: the data stays root's and unreadable
+    assert r == ["EACCES", "EACCES", "EACCES", None, "EACCES"]
+    assert not (view.layer / "secret").exists()
+
+
+@pytest.mark.parametrize("sig", ["TERM", "INT", "HUP"])
+def test_signal_unmounts_and_exits_zero(view, sig):
+    import signal
+    view.make({"f": "x"})
+    m = view.mount("cow")
+    view.py("append('f', 'y')")
+    m.proc.send_signal(getattr(signal, f"SIG{sig}"))
+    assert m.proc.wait(10) == 0
+    m.unmounted = True
+    view.m = None
+    assert not mounted_at(view.mnt)
+    assert (view.layer / "f").read_text() == "xy"
+
+
+def test_parallel_clients(view):
+    """Several processes at once (the serving loop hands requests to more threads)."""
+    view.make({f"d{i}/f{j}": f"{i}.{j}\n" for i in range(8) for j in range(50)})
+    view.mount("cow")
+    r = view.py("import concurrent.futures as cf\n"
+                "def work(i):\n"
+                "    out = []\n"
+                "    for j in range(50):\n"
+                "        append(f'd{i}/f{j}', 'x')\n"
+                "        out.append(read(f'd{i}/f{j}'))\n"
+                "    write(f'd{i}/new', 'n'); os.rename(P(f'd{i}/new'), P(f'd{i}/renamed'))\n"
+                "    return out\n"
+                "with cf.ProcessPoolExecutor(8) as ex: res = list(ex.map(work, range(8)))\n"
+                "result = [all(r == f'{i}.{j}\\nx' for j, r in enumerate(rs)) for i, rs in enumerate(res)]")
+    assert r == [True] * 8

@@ -202,3 +202,14 @@ def test_layer_holds_no_temporary_files_after_work(cow):
     work = cow.layer / ".-" / ".-"
     assert list(work.iterdir()) == []
     assert record(cow.layer, "f")["ino"]
+
+
+def test_syncfs_after_deleting_written_files(cow):
+    """The kernel writes back the times of files written through the cache even after they
+    were deleted: the daemon keeps deleted files it knows by fd, so sync succeeds."""
+    r = cow.py("for i in range(20): write(f'w{i}', 'data' * 100)\n"
+               "for i in range(20): os.unlink(P(f'w{i}'))\n"
+               "fd = os.open(M, os.O_RDONLY); os.sync(); import ctypes\n"
+               "libc = ctypes.CDLL(None, use_errno=True)\n"
+               "result = [libc.syncfs(fd), ctypes.get_errno()]; os.close(fd)")
+    assert r == [0, 0]
