@@ -54,6 +54,7 @@ struct umdev_disk *umdev_disk_new(struct vo_block *dev, uint64_t null_size, bool
 	int fd = dev ? vo_block_fd(dev, &base) : -1;
 	d->trim_zeroes = fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
 	d->direct_fd = -1;
+	d->areas_lo = UINT64_MAX;
 	d->whole = extent_new(0, 0, d->size, NULL);
 	if (!d->whole) {
 		free(d);
@@ -185,12 +186,24 @@ int umdev_disk_rescan(struct umdev_disk *d, struct umdev_changes *ch)
 		}
 		j++;
 	}
+	uint64_t lo = UINT64_MAX, hi = 0;
+	for (size_t k = 0; k < t.nareas; k++) {
+		const struct umdev_range *a = &t.areas[k];
+		/* within the fixed head or tail, which every write is checked against anyway */
+		if (a->start + a->length <= UMDEV_HEAD_BYTES ||
+		    (d->size > UMDEV_TAIL_BYTES && a->start >= d->size - UMDEV_TAIL_BYTES))
+			continue;
+		lo = a->start < lo ? a->start : lo;
+		hi = a->start + a->length > hi ? a->start + a->length : hi;
+	}
 	pthread_rwlock_wrlock(&d->table_lock);
 	free(d->parts);
 	d->parts = parts;
 	d->nparts = n;
 	umdev_table_clear(&d->table);
 	d->table = t;
+	__atomic_store_n(&d->areas_lo, lo, __ATOMIC_RELEASE);
+	__atomic_store_n(&d->areas_hi, hi, __ATOMIC_RELEASE);
 	pthread_rwlock_unlock(&d->table_lock);
 	pthread_mutex_unlock(&d->rescan_lock);
 	return r;
@@ -224,6 +237,16 @@ void umdev_note_write(struct umdev_disk *d, uint64_t abs_off, uint64_t len)
 {
 	__atomic_store_n(&d->unflushed, true, __ATOMIC_RELEASE);
 	if (!d->partscan || umdev_disk_table_dirty(d))
+		return;
+	/* The common case without a lock: a write to the fixed head or tail is a table write;
+	 * one that misses the span of the other areas is not. */
+	if (umdev_table_touches(NULL, d->size, abs_off, len)) {
+		__atomic_store_n(&d->table_dirty, true, __ATOMIC_SEQ_CST);
+		return;
+	}
+	uint64_t lo = __atomic_load_n(&d->areas_lo, __ATOMIC_ACQUIRE);
+	uint64_t hi = __atomic_load_n(&d->areas_hi, __ATOMIC_ACQUIRE);
+	if (lo >= hi || abs_off + len <= lo || abs_off >= hi)
 		return;
 	pthread_rwlock_rdlock(&d->table_lock);
 	bool touches = umdev_table_touches(&d->table, d->size, abs_off, len);

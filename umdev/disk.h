@@ -47,6 +47,8 @@ struct umdev_disk {
 	struct umdev_extent **parts;  /* current partitions, sorted by number */
 	size_t nparts;
 	bool table_dirty;             /* atomic: a write touched the table since the last scan */
+	uint64_t areas_lo, areas_hi;  /* atomic: the span of the table areas that lie outside the
+					 fixed head and tail, so that most writes need no lock */
 	bool unflushed;               /* atomic: writes since the last flush */
 };
 

@@ -73,7 +73,9 @@ int umdev_scan(umdev_read_fn read, void *ctx, uint64_t disk_size, struct umdev_t
 void umdev_table_clear(struct umdev_table *t);
 
 /* Does [off, off+len) overlap an area of the table (or the places where a new table would be
- * written: the first 34 and the last 33 sectors)? */
+ * written: the first 34 and the last 33 sectors)? t may be NULL: those fixed places only. */
+#define UMDEV_HEAD_BYTES (34u * UMDEV_SECTOR)
+#define UMDEV_TAIL_BYTES (33u * UMDEV_SECTOR)
 bool umdev_table_touches(const struct umdev_table *t, uint64_t disk_size, uint64_t off,
 			 uint64_t len);
 

@@ -10,9 +10,8 @@
 #include <string.h>
 
 /* Fresh tables are written at the start (MBR, protective MBR, GPT header and 128 entries: 34
- * sectors) and the end (backup GPT: 33 sectors) of a disk, even where no table is yet. */
-#define HEAD_SECTORS 34u
-#define TAIL_SECTORS 33u
+ * sectors, UMDEV_HEAD_BYTES) and the end (backup GPT: 33 sectors) of a disk, even where no
+ * table is yet. */
 
 int umdev_read_exact(umdev_read_fn read, void *ctx, void *buf, size_t len, uint64_t off)
 {
@@ -151,8 +150,7 @@ static bool overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
 bool umdev_table_touches(const struct umdev_table *t, uint64_t disk_size, uint64_t off,
 			 uint64_t len)
 {
-	uint64_t head = (uint64_t)HEAD_SECTORS * UMDEV_SECTOR;
-	uint64_t tail = (uint64_t)TAIL_SECTORS * UMDEV_SECTOR;
+	uint64_t head = UMDEV_HEAD_BYTES, tail = UMDEV_TAIL_BYTES;
 	if (overlaps(off, len, 0, head))
 		return true;
 	if (disk_size > tail && overlaps(off, len, disk_size - tail, tail))
