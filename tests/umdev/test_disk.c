@@ -148,6 +148,38 @@ static void test_writes_to_table_areas_mark_dirty(void)
 	umdev_disk_free(d);
 }
 
+/* An EBR in the middle of the disk is a table area too: the lock-free envelope check must send
+ * a write there to the full check, and let writes elsewhere go. */
+static void test_writes_to_an_ebr_mark_dirty(void)
+{
+	struct umdev_disk *d = mem_disk(16u << 20);
+	struct umdev_extent *whole = umdev_disk_get(d, 0);
+	struct synth_disk s = synth_new(32768);
+	synth_mbr_entry(&s, 0, 0, 0x05, 8192, 16384);             /* extended at 4 MiB */
+	synth_mbr_entry(&s, 8192, 0, 0x83, 2048, 2048);          /* logical 5 */
+	synth_mbr_entry(&s, 8192, 1, 0x05, 8192, 4096);          /* link to the EBR at 8 MiB */
+	synth_mbr_entry(&s, 16384, 0, 0x83, 2048, 2048);         /* logical 6 */
+	CHECK_EQ(umdev_pwrite(d, whole, s.bytes, s.size, 0), (ssize_t)s.size);
+	umdev_disk_rescan(d, NULL);
+	struct umdev_extent *six = umdev_disk_get(d, 6);
+	CHECK(six != NULL);
+	umdev_extent_put(six);
+	char z[512] = { 0 };
+	CHECK_EQ(umdev_pwrite(d, whole, z, 512, 12u << 20), 512);  /* past the span */
+	CHECK(!umdev_disk_table_dirty(d));
+	CHECK_EQ(umdev_pwrite(d, whole, z, 512, 5u << 20), 512);   /* inside, not an EBR */
+	CHECK(!umdev_disk_table_dirty(d));
+	CHECK_EQ(umdev_pwrite(d, whole, z, 16, 16384u * 512 + 446), 16); /* the second EBR */
+	CHECK(umdev_disk_table_dirty(d));
+	struct umdev_changes ch = { 0 };
+	umdev_disk_rescan(d, &ch);
+	CHECK(ch.count == 1 && ch.items[0].kind == UMDEV_REMOVED && ch.items[0].number == 6);
+	umdev_changes_clear(&ch);
+	umdev_extent_put(whole);
+	free(s.bytes);
+	umdev_disk_free(d);
+}
+
 static void test_partscan_off_shows_no_partitions(void)
 {
 	char err[256];
@@ -203,6 +235,7 @@ int main(void)
 	RUN(test_rescan_adds_moves_and_removes);
 	RUN(test_partition_bounds);
 	RUN(test_writes_to_table_areas_mark_dirty);
+	RUN(test_writes_to_an_ebr_mark_dirty);
 	RUN(test_partscan_off_shows_no_partitions);
 	RUN(test_null_device);
 	RUN(test_names_and_sizes);
