@@ -261,15 +261,14 @@ int copy_up(struct viewfs *fs, struct vnode *n, off_t keep)
 	rc = ensure_upper_dir(fs, n->parent);
 	if (rc == 0)
 		rc = meta_write_node_record(fs, n, &rec);
-	if (rc == 0 && renameat2(fs->work_fd, tmp, n->parent->fd[UPPER], n->name,
-				 RENAME_NOREPLACE) < 0)
+	int pfd = rc == 0 ? node_fd(n->parent, UPPER) : -1;
+	if (rc == 0 && (pfd < 0 || renameat2(fs->work_fd, tmp, pfd, n->name, RENAME_NOREPLACE) < 0))
 		rc = -errno;
 	if (rc == 0) {
 		tmp[0] = '\0';
-		if (n->fd[LOWER] >= 0) {
+		if (node_has_fd(n, LOWER)) {
 			/* a hard-linked original: keep reaching the copy by fd too */
-			n->fd[UPPER] = openat(n->parent->fd[UPPER], n->name,
-					      O_PATH | O_NOFOLLOW | O_CLOEXEC);
+			node_set_fd(fs, n, UPPER, openat(pfd, n->name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
 		}
 		n->in_upper = true;
 	}
@@ -299,7 +298,8 @@ int ensure_upper_dir(struct viewfs *fs, struct vnode *d)
 	if (rc < 0)
 		return rc;
 	struct stat st;
-	if (fstat(d->fd[LOWER], &st) < 0)
+	int lfd = node_fd(d, LOWER);
+	if (lfd < 0 || fstat(lfd, &st) < 0)
 		return -errno;
 	/* The layer's directory must stay writable for the daemon whatever the original's mode:
 	 * the difference goes into the record. */
@@ -335,13 +335,15 @@ int ensure_upper_dir(struct viewfs *fs, struct vnode *d)
 	if (rc < 0)
 		return rc;
 
-	int pfd = d->parent->fd[UPPER];
+	int pfd = node_fd(d->parent, UPPER);
+	if (pfd < 0)
+		return -errno;
 	if (mkdirat(pfd, d->name, 0700) < 0 && errno != EEXIST)
 		return -errno;
 	int fd = openat(pfd, d->name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
-	int from = openat(d->fd[LOWER], ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int from = openat(lfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	int to = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (from >= 0 && to >= 0)
 		copy_xattrs(from, to);
@@ -358,7 +360,7 @@ int ensure_upper_dir(struct viewfs *fs, struct vnode *d)
 		close(fd);
 		return -e;
 	}
-	d->fd[UPPER] = fd;
+	node_set_fd(fs, d, UPPER, fd);
 	d->in_upper = true;
 	return 0;
 }

@@ -90,7 +90,7 @@ static int create_in(struct viewfs *fs, fuse_req_t req, struct vnode *p, const c
 	bool whiteout = false, try_lower = false;
 	enum layer l = UPPER;
 	if (child_excepted(p, name)) {
-		if (p->fd[LOWER] < 0)
+		if (!node_has_fd(p, LOWER))
 			return -ENOENT;
 		l = LOWER;
 	} else {
@@ -111,13 +111,13 @@ static int create_in(struct viewfs *fs, fuse_req_t req, struct vnode *p, const c
 		}
 	}
 	if (try_lower) {
-		rc = make_real(p->fd[LOWER], name, o);
+		rc = make_real(node_fd(p, LOWER), name, o);
 		if (rc == 0)
 			l = LOWER;
 		else if (!refused(-rc))
 			return rc;
 	} else if (l == LOWER) {
-		rc = make_real(p->fd[LOWER], name, o);
+		rc = make_real(node_fd(p, LOWER), name, o);
 		if (rc < 0)
 			return rc;
 	}
@@ -165,9 +165,9 @@ static int create_in(struct viewfs *fs, fuse_req_t req, struct vnode *p, const c
 			/* never a real device node in the layer: a plain file, the record says what
 			 * it is (a layer mounted without nodev elsewhere must not open devices) */
 			struct newobj f = { .mode = S_IFREG | (m & 0666), .oflags = -1 };
-			rc = make_real(p->fd[UPPER], name, &f);
+			rc = make_real(node_fd(p, UPPER), name, &f);
 		} else {
-			rc = make_real(p->fd[UPPER], name, o);
+			rc = make_real(node_fd(p, UPPER), name, o);
 		}
 		if (rc < 0 && wrote) {
 			struct vrecord none = { 0 };
@@ -177,7 +177,7 @@ static int create_in(struct viewfs *fs, fuse_req_t req, struct vnode *p, const c
 		if (rc < 0)
 			return rc;
 		if (fs->vstat && root_daemon)
-			fchownat(p->fd[UPPER], name, cu, cg, AT_SYMLINK_NOFOLLOW);
+			fchownat(node_fd(p, UPPER), name, cu, cg, AT_SYMLINK_NOFOLLOW);
 		if (whiteout && (rc = meta_clear_whiteout(fs, p, name)) < 0)
 			return rc;
 	}
@@ -275,26 +275,26 @@ static int link_locked(struct viewfs *fs, struct vnode *s, struct vnode *q, cons
 	enum layer made = UPPER;
 	bool whiteout = !dst_excepted && whiteout_at(fs, q, name);
 	if (s->excepted) {
-		rc = node_linkat(s, LOWER, q->fd[LOWER], name);
+		rc = node_linkat(s, LOWER, node_fd(q, LOWER), name);
 		made = LOWER;
 	} else {
 		switch (fs->mode) {
 		case VIEWFS_MOVE:
 			if (name_reserved(fs, q, name))
 				return -EINVAL;
-			rc = node_linkat(s, UPPER, q->fd[UPPER], name);
+			rc = node_linkat(s, UPPER, node_fd(q, UPPER), name);
 			if (rc == 0)
 				meta_link_record(fs, s->parent, s->name, q, name);
 			break;
 		case VIEWFS_MERGE:
 			if (s->in_upper || !q->in_lower || whiteout)
 				return -EROFS;
-			rc = node_linkat(s, LOWER, q->fd[LOWER], name);
+			rc = node_linkat(s, LOWER, node_fd(q, LOWER), name);
 			made = LOWER;
 			break;
 		case VIEWFS_MINCOW:
 			if (!s->in_upper && q->in_lower && !whiteout) {
-				rc = node_linkat(s, LOWER, q->fd[LOWER], name);
+				rc = node_linkat(s, LOWER, node_fd(q, LOWER), name);
 				if (rc == 0) {
 					made = LOWER;
 					break;
@@ -310,7 +310,7 @@ static int link_locked(struct viewfs *fs, struct vnode *s, struct vnode *q, cons
 				return -EINVAL;
 			if ((rc = ensure_upper_dir(fs, q)) < 0)
 				return rc;
-			rc = node_linkat(s, UPPER, q->fd[UPPER], name);
+			rc = node_linkat(s, UPPER, node_fd(q, UPPER), name);
 			if (rc == 0 && !s->unlinked)
 				rc = meta_link_record(fs, s->parent, s->name, q, name);
 			if (rc == 0 && whiteout)
@@ -321,8 +321,8 @@ static int link_locked(struct viewfs *fs, struct vnode *s, struct vnode *q, cons
 	if (rc < 0)
 		return rc;
 	/* hard-linked now: the node keeps its own fd, its name alone may go */
-	if (s->fd[made] < 0)
-		s->fd[made] = node_open(s, made, O_PATH);
+	if (!node_has_fd(s, made))
+		node_set_fd(fs, s, made, node_open(s, made, O_PATH));
 	return lookup_entry(fs, q, name, e, NULL, true);
 }
 
@@ -350,13 +350,13 @@ static void vfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const
 /* Before a name of a file the kernel knows goes away: keep its object by fd, as a file system
  * keeps an unlinked inode while it is in use (the kernel may still fstat it, or write back its
  * times, long after the name is gone). */
-static void keep_object(struct vnode *n)
+static void keep_object(struct viewfs *fs, struct vnode *n)
 {
 	if (!n || S_ISDIR(n->type))
 		return;
 	enum layer l = node_layer(n);
-	if (n->fd[l] < 0)
-		n->fd[l] = node_open(n, l, O_PATH);
+	if (!node_has_fd(n, l))
+		node_set_fd(fs, n, l, node_open(n, l, O_PATH));
 }
 
 /* The node of a name that is going away keeps its record for fstat of open files. */
@@ -383,14 +383,14 @@ static int unlink_locked(struct viewfs *fs, struct vnode *p, const char *name)
 	}
 	struct vnode *n = node_of_resolved(fs, p, name, &r);
 	if (n && n->parent == p && strcmp(n->name, name) == 0)
-		keep_object(n);
+		keep_object(fs, n);
 	if (r.excepted) {
-		rc = unlinkat(p->fd[LOWER], name, 0) < 0 ? -errno : 0;
+		rc = unlinkat(node_fd(p, LOWER), name, 0) < 0 ? -errno : 0;
 		goto done;
 	}
 	switch (fs->mode) {
 	case VIEWFS_MOVE:
-		rc = unlinkat(p->fd[UPPER], name, 0) < 0 ? -errno : 0;
+		rc = unlinkat(node_fd(p, UPPER), name, 0) < 0 ? -errno : 0;
 		if (rc == 0)
 			meta_remove(fs, p, name);
 		break;
@@ -399,11 +399,11 @@ static int unlink_locked(struct viewfs *fs, struct vnode *p, const char *name)
 			rc = -EROFS;
 			break;
 		}
-		rc = unlinkat(p->fd[LOWER], name, 0) < 0 ? -errno : 0;
+		rc = unlinkat(node_fd(p, LOWER), name, 0) < 0 ? -errno : 0;
 		break;
 	case VIEWFS_MINCOW:
 		if (!r.in_upper) {
-			rc = unlinkat(p->fd[LOWER], name, 0) < 0 ? -errno : 0;
+			rc = unlinkat(node_fd(p, LOWER), name, 0) < 0 ? -errno : 0;
 			if (rc == 0) {
 				meta_remove(fs, p, name);
 				break;
@@ -416,7 +416,7 @@ static int unlink_locked(struct viewfs *fs, struct vnode *p, const char *name)
 		rc = 0;
 		if (lower_has(fs, p, name, NULL))
 			rc = meta_set_whiteout(fs, p, name);
-		if (rc == 0 && r.in_upper && unlinkat(p->fd[UPPER], name, 0) < 0)
+		if (rc == 0 && r.in_upper && unlinkat(node_fd(p, UPPER), name, 0) < 0)
 			rc = -errno;
 		if (rc == 0)
 			rc = meta_remove(fs, p, name);
@@ -451,7 +451,7 @@ static int rmdir_locked(struct viewfs *fs, struct vnode *p, const char *name)
 		goto out;
 	}
 	if (n->excepted) {
-		rc = unlinkat(p->fd[LOWER], name, AT_REMOVEDIR) < 0 ? -errno : 0;
+		rc = unlinkat(node_fd(p, LOWER), name, AT_REMOVEDIR) < 0 ? -errno : 0;
 		goto done;
 	}
 	rc = dir_empty_in_view(fs, n);
@@ -462,7 +462,7 @@ static int rmdir_locked(struct viewfs *fs, struct vnode *p, const char *name)
 	rc = 0;
 	switch (fs->mode) {
 	case VIEWFS_MOVE:
-		rc = unlinkat(p->fd[UPPER], name, AT_REMOVEDIR) < 0 ? -errno : 0;
+		rc = unlinkat(node_fd(p, UPPER), name, AT_REMOVEDIR) < 0 ? -errno : 0;
 		if (rc == 0)
 			meta_remove(fs, p, name);
 		break;
@@ -471,11 +471,11 @@ static int rmdir_locked(struct viewfs *fs, struct vnode *p, const char *name)
 			rc = -EROFS;
 			break;
 		}
-		rc = unlinkat(p->fd[LOWER], name, AT_REMOVEDIR) < 0 ? -errno : 0;
+		rc = unlinkat(node_fd(p, LOWER), name, AT_REMOVEDIR) < 0 ? -errno : 0;
 		break;
 	case VIEWFS_MINCOW:
 		if (!n->in_upper) {
-			rc = unlinkat(p->fd[LOWER], name, AT_REMOVEDIR) < 0 ? -errno : 0;
+			rc = unlinkat(node_fd(p, LOWER), name, AT_REMOVEDIR) < 0 ? -errno : 0;
 			if (rc == 0) {
 				meta_remove(fs, p, name);
 				break;
@@ -489,7 +489,7 @@ static int rmdir_locked(struct viewfs *fs, struct vnode *p, const char *name)
 		rc = meta_remove(fs, p, name);
 		if (rc == 0 && lower_has(fs, p, name, NULL))
 			rc = meta_set_whiteout(fs, p, name);
-		if (rc == 0 && n->in_upper && unlinkat(p->fd[UPPER], name, AT_REMOVEDIR) < 0)
+		if (rc == 0 && n->in_upper && unlinkat(node_fd(p, UPPER), name, AT_REMOVEDIR) < 0)
 			rc = -errno;
 		break;
 	}
@@ -590,7 +590,7 @@ static int rename_cow(struct viewfs *fs, struct rename_op *op)
 	char *s_lower = S_ISDIR(s->type) && s->in_lower ? lower_path(fs, s) : NULL;
 	char *d_lower = exchange && S_ISDIR(d->type) && d->in_lower ? lower_path(fs, d) : NULL;
 
-	if (renameat2(op->p->fd[UPPER], op->a, op->q->fd[UPPER], op->b,
+	if (renameat2(node_fd(op->p, UPPER), op->a, node_fd(op->q, UPPER), op->b,
 		      exchange ? RENAME_EXCHANGE : 0) < 0) {
 		rc = -errno;
 		goto out;
@@ -637,7 +637,7 @@ static int rename_locked(struct viewfs *fs, struct rename_op *op)
 	if (s == d)
 		return 0; /* two names of one file: nothing to do (POSIX) */
 	if (d && !exchange && d->parent == op->q && strcmp(d->name, op->b) == 0)
-		keep_object(d);
+		keep_object(fs, d);
 	if (d && !exchange) {
 		if (S_ISDIR(s->type) && !S_ISDIR(d->type))
 			return -ENOTDIR;
@@ -654,7 +654,7 @@ static int rename_locked(struct viewfs *fs, struct rename_op *op)
 	if (s->excepted || dst_excepted) {
 		if (s->excepted != dst_excepted)
 			return -EXDEV;
-		if (renameat2(op->p->fd[LOWER], op->a, op->q->fd[LOWER], op->b, op->flags) < 0)
+		if (renameat2(node_fd(op->p, LOWER), op->a, node_fd(op->q, LOWER), op->b, op->flags) < 0)
 			return -errno;
 		rename_nodes(fs, op);
 		return 0;
@@ -662,7 +662,7 @@ static int rename_locked(struct viewfs *fs, struct rename_op *op)
 
 	switch (fs->mode) {
 	case VIEWFS_MOVE:
-		if (renameat2(op->p->fd[UPPER], op->a, op->q->fd[UPPER], op->b, op->flags) < 0)
+		if (renameat2(node_fd(op->p, UPPER), op->a, node_fd(op->q, UPPER), op->b, op->flags) < 0)
 			return -errno;
 		if (!exchange && op->have_d)
 			meta_remove(fs, op->q, op->b);
@@ -672,14 +672,14 @@ static int rename_locked(struct viewfs *fs, struct rename_op *op)
 		if (s->in_upper || (d && d->in_upper) || !op->q->in_lower ||
 		    whiteout_at(fs, op->q, op->b))
 			return -EROFS;
-		if (renameat2(op->p->fd[LOWER], op->a, op->q->fd[LOWER], op->b, op->flags) < 0)
+		if (renameat2(node_fd(op->p, LOWER), op->a, node_fd(op->q, LOWER), op->b, op->flags) < 0)
 			return -errno;
 		rc = 0;
 		break;
 	case VIEWFS_MINCOW:
 		if (!s->in_upper && (!d || !d->in_upper) && op->q->in_lower &&
 		    !whiteout_at(fs, op->q, op->b)) {
-			if (renameat2(op->p->fd[LOWER], op->a, op->q->fd[LOWER], op->b,
+			if (renameat2(node_fd(op->p, LOWER), op->a, node_fd(op->q, LOWER), op->b,
 				      op->flags) == 0) {
 				if (!exchange && op->have_d)
 					meta_remove(fs, op->q, op->b);

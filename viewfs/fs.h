@@ -61,7 +61,10 @@ struct metaent {
 	char name[];           /* the view name (for records of long names: their key) */
 };
 struct metadir {
-	int fd;                /* O_PATH fd of SOURCE/.-/DIR, -1 when it does not exist */
+	/* O_PATH fd of SOURCE/.-/DIR: -1 when it does not exist, FD_EVICTED when closed to save
+	 * fds (metadir.c reopens it through the parent's) */
+	_Atomic int fd;
+	struct viewfs *fs;
 	size_t nbuckets, count;
 	struct metaent **buckets;
 };
@@ -82,7 +85,13 @@ struct vnode {
 	bool unlinked;         /* its last known name was removed */
 	bool hashed;           /* in the table (false once replaced by a newer node) */
 	const struct except_node *except; /* directories on an except= path */
-	int fd[2];             /* O_PATH fds: directories always; other files when hard-linked */
+	/* O_PATH fds: directories always, other files when hard-linked or unlinked. -1: not in
+	 * that layer; FD_EVICTED: closed to stay within the fd limit, reopened by node_fd(). */
+	_Atomic int fd[2];
+	dev_t fd_dev[2];       /* what fd[] named, to check a reopen finds the same directory */
+	ino_t fd_ino[2];
+	_Atomic uint64_t last_use;
+	struct viewfs *fs;
 	pthread_mutex_t copyup_lock;
 	struct metadir *_Atomic meta; /* directories: .- listing, loaded on first use */
 	struct vhandle *handles;      /* open files, for getattr after unlink (table_lock) */
@@ -127,6 +136,11 @@ struct viewfs {
 	ino_t mp_parent_ino;
 	bool mp_covers_mount;  /* the mount point was itself a mount: show that one instead */
 	struct fuse_session *se; /* for notifications to the kernel */
+	/* Directory fds of nodes (node.c): how many are open, how many may be */
+	atomic_long node_fds;
+	long fd_budget;
+	atomic_bool evict_wanted;
+	atomic_uint_fast64_t tick;
 	atomic_bool debug;
 	atomic_int corrupt_logged;
 };
@@ -170,6 +184,17 @@ int node_at(struct vnode *n, enum layer layer, const char **name);
 int node_open(struct vnode *n, enum layer layer, int flags);
 /* fstatat of n's object in layer. */
 int node_stat(struct vnode *n, enum layer layer, struct stat *st);
+#define FD_EVICTED (-2)
+/* n's O_PATH fd in layer l, reopened through its parent if it was closed to save fds; -1 (with
+ * errno) when n is not in that layer or the reopen fails. ns lock held. */
+int node_fd(struct vnode *n, enum layer l);
+static inline bool node_has_fd(const struct vnode *n, enum layer l) { return n->fd[l] != -1; }
+/* An fd kept by a node or a listing was opened (+1) or closed (-1). */
+void fd_counted(struct viewfs *fs, int delta);
+/* Give n the fd for layer l (counted, identity noted for reopens). */
+void node_set_fd(struct viewfs *fs, struct vnode *n, enum layer l, int fd);
+/* Close the least recently used directory fds (ns write lock held). */
+void node_evict_fds(struct viewfs *fs);
 /* The layer that serves n's data and attributes. */
 static inline enum layer node_layer(const struct vnode *n) { return n->in_upper ? UPPER : LOWER; }
 void node_close_fds(struct vnode *n);
@@ -205,6 +230,8 @@ struct vnode *node_of_resolved(struct viewfs *fs, struct vnode *p, const char *n
 char *lower_path(struct viewfs *fs, struct vnode *n);
 /* Does the original have `name` in p (and does it show through p)? */
 bool lower_has(struct viewfs *fs, struct vnode *p, const char *name, struct stat *st);
+/* Open a renamed directory's original (a redirect record's path) beneath the lower root. */
+int open_redirect(struct viewfs *fs, const char *path);
 /* Is name in the directory behind dirfd the view's own mount point? */
 bool self_entry(struct viewfs *fs, int dirfd, const char *name);
 void entry_fill(struct viewfs *fs, struct fuse_entry_param *e, struct vnode *n,
@@ -214,6 +241,8 @@ void entry_fill(struct viewfs *fs, struct fuse_entry_param *e, struct vnode *n,
 #define META_NAME ".-"
 int meta_init(struct viewfs *fs);
 void meta_free(struct metadir *m);
+/* Close d's metadata directory fd to save fds (ns write lock held); 1 if one was closed. */
+int meta_evict_fd(struct metadir *m);
 /* The cached listing of .-/DIR for directory d, loaded on first use (ns lock held); NULL when
  * there is none. */
 struct metadir *meta_get(struct viewfs *fs, struct vnode *d);

@@ -83,7 +83,7 @@ void resolved_clear(struct resolved *r)
 /* The original directory a renamed directory merges: a path recorded by viewfs itself, opened
  * beneath the original's root without following symlinks, so that a record edited by hand can
  * never reach outside MOUNTPOINT. */
-static int open_redirect(struct viewfs *fs, const char *path)
+int open_redirect(struct viewfs *fs, const char *path)
 {
 	struct open_how how = {
 		.flags = O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC,
@@ -96,9 +96,10 @@ bool lower_has(struct viewfs *fs, struct vnode *p, const char *name, struct stat
 {
 	(void)fs;
 	struct stat tmp;
-	if (!p->in_lower || p->fd[LOWER] < 0)
+	if (!p->in_lower || !node_has_fd(p, LOWER))
 		return false;
-	return fstatat(p->fd[LOWER], name, st ? st : &tmp, AT_SYMLINK_NOFOLLOW) == 0;
+	int fd = node_fd(p, LOWER);
+	return fd >= 0 && fstatat(fd, name, st ? st : &tmp, AT_SYMLINK_NOFOLLOW) == 0;
 }
 
 bool self_entry(struct viewfs *fs, int dirfd, const char *name)
@@ -133,9 +134,10 @@ int resolve(struct viewfs *fs, struct vnode *p, const char *name, struct resolve
 	const struct except_node *ec = except_child(p->except, name);
 	if (p->excepted || (ec && ec->terminal)) {
 		r->excepted = true;
-		if (p->fd[LOWER] < 0)
+		int lfd = node_fd(p, LOWER);
+		if (lfd < 0)
 			return -ENOENT;
-		if (layer_stat(fs, p->fd[LOWER], name, &r->st, &r->self[LOWER]) < 0)
+		if (layer_stat(fs, lfd, name, &r->st, &r->self[LOWER]) < 0)
 			return -errno;
 		r->in_lower = true;
 		r->lst = r->st;
@@ -150,7 +152,10 @@ int resolve(struct viewfs *fs, struct vnode *p, const char *name, struct resolve
 	unsigned mf = meta_flags(fs, p, name);
 	bool whiteout = (mf & META_WHITEOUT) && fs->mode != VIEWFS_MOVE;
 	if (p->in_upper) {
-		if (layer_stat(fs, p->fd[UPPER], name, &r->st, &r->self[UPPER]) == 0)
+		int ufd = node_fd(p, UPPER);
+		if (ufd < 0)
+			return -errno;
+		if (layer_stat(fs, ufd, name, &r->st, &r->self[UPPER]) == 0)
 			r->in_upper = true;
 		else if (errno != ENOENT)
 			return -errno;
@@ -158,7 +163,8 @@ int resolve(struct viewfs *fs, struct vnode *p, const char *name, struct resolve
 	if (p->in_lower && !whiteout && (!r->in_upper || S_ISDIR(r->st.st_mode))) {
 		struct stat lst;
 		bool self;
-		if (layer_stat(fs, p->fd[LOWER], name, &lst, &self) == 0) {
+		int lfd = node_fd(p, LOWER);
+		if (lfd >= 0 && layer_stat(fs, lfd, name, &lst, &self) == 0) {
 			r->self[LOWER] = self;
 			if (!r->in_upper) {
 				r->in_lower = true;
@@ -223,7 +229,7 @@ static int resolve_fds(struct viewfs *fs, struct vnode *p, const char *name,
 	int flags = dir ? dflags : O_PATH | O_NOFOLLOW | O_CLOEXEC;
 
 	if (r->in_upper && own) {
-		fds[UPPER] = layer_open(fs, r, UPPER, p->fd[UPPER], name, flags);
+		fds[UPPER] = layer_open(fs, r, UPPER, node_fd(p, UPPER), name, flags);
 		if (fds[UPPER] < 0)
 			return -errno;
 	}
@@ -231,7 +237,7 @@ static int resolve_fds(struct viewfs *fs, struct vnode *p, const char *name,
 		if (dir && r->in_upper && r->has_rec && (r->rec.has & VREC_REDIRECT))
 			fds[LOWER] = open_redirect(fs, r->rec.redirect);
 		else
-			fds[LOWER] = layer_open(fs, r, LOWER, p->fd[LOWER], name, flags);
+			fds[LOWER] = layer_open(fs, r, LOWER, node_fd(p, LOWER), name, flags);
 		if (fds[LOWER] < 0) {
 			int e = errno;
 			if (fds[UPPER] >= 0)
@@ -240,9 +246,11 @@ static int resolve_fds(struct viewfs *fs, struct vnode *p, const char *name,
 			return -e;
 		}
 	}
-	if (dir && r->except && fds[LOWER] < 0 && p->fd[LOWER] >= 0 &&
-	    !self_entry(fs, p->fd[LOWER], name))
-		fds[LOWER] = openat(p->fd[LOWER], name, dflags); /* only to reach the except= path */
+	if (dir && r->except && fds[LOWER] < 0 && node_has_fd(p, LOWER)) {
+		int pfd = node_fd(p, LOWER);
+		if (pfd >= 0 && !self_entry(fs, pfd, name)) /* only to reach the except= path */
+			fds[LOWER] = openat(pfd, name, dflags);
+	}
 	return 0;
 }
 
@@ -365,8 +373,10 @@ int lookup_entry(struct viewfs *fs, struct vnode *p, const char *name,
 	nn->in_lower = r.in_lower;
 	nn->excepted = r.excepted;
 	nn->except = r.except;
-	nn->fd[LOWER] = fds[LOWER];
-	nn->fd[UPPER] = fds[UPPER];
+	nn->fs = fs;
+	for (int l = 0; l < 2; l++)
+		if (fds[l] >= 0)
+			node_set_fd(fs, nn, (enum layer)l, fds[l]);
 	nn->parent = p;
 	nn->refs = 1;
 	resolved_clear(&r);
@@ -384,8 +394,8 @@ int lookup_entry(struct viewfs *fs, struct vnode *p, const char *name,
 	}
 	pthread_mutex_unlock(&fs->table_lock);
 	if (nn) {
-		nn->parent = NULL;
 		node_close_fds(nn);
+		nn->parent = NULL;
 		pthread_mutex_destroy(&nn->copyup_lock);
 		free(nn->name);
 		free(nn);

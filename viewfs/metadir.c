@@ -135,6 +135,39 @@ static void ment_clear_flag(struct metadir *m, const char *key, unsigned flag)
 	/* entries stay allocated until the listing is freed: they are few and small */
 }
 
+int meta_evict_fd(struct metadir *m)
+{
+	int fd = atomic_load(&m->fd);
+	if (fd < 0)
+		return 0;
+	atomic_store(&m->fd, FD_EVICTED);
+	close(fd);
+	return 1;
+}
+
+/* The fd of d's metadata directory, reopened through the parent's if it was closed. */
+static int meta_fd(struct viewfs *fs, struct vnode *d, struct metadir *m)
+{
+	if (!m)
+		return -1;
+	int fd = atomic_load(&m->fd);
+	if (fd != FD_EVICTED)
+		return fd;
+	if (!d->parent)
+		return -1;
+	int pfd = meta_fd(fs, d->parent, meta_get(fs, d->parent));
+	int nfd = pfd < 0 ? -1 : openat(pfd, d->name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (nfd < 0)
+		return -1;
+	int expected = FD_EVICTED;
+	if (!atomic_compare_exchange_strong(&m->fd, &expected, nfd)) {
+		close(nfd);
+		return expected;
+	}
+	fd_counted(fs, 1);
+	return nfd;
+}
+
 void meta_free(struct metadir *m)
 {
 	if (!m)
@@ -147,13 +180,16 @@ void meta_free(struct metadir *m)
 		}
 	}
 	free(m->buckets);
-	if (m->fd >= 0)
+	if (m->fd >= 0) {
 		close(m->fd);
+		if (m->fs)
+			fd_counted(m->fs, -1);
+	}
 	free(m);
 }
 
-/* Read the listing of the metadata directory fd (owned by the result). */
-static struct metadir *meta_read(int fd, bool is_root)
+/* Read the listing of the metadata directory fd (owned and counted by the result). */
+static struct metadir *meta_read(struct viewfs *fs, int fd, bool is_root)
 {
 	struct metadir *m = calloc(1, sizeof *m);
 	if (!m) {
@@ -162,6 +198,9 @@ static struct metadir *meta_read(int fd, bool is_root)
 		return NULL;
 	}
 	m->fd = fd;
+	m->fs = fs;
+	if (fd >= 0)
+		fd_counted(fs, 1);
 	if (fd < 0)
 		return m;
 	int dfd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -246,7 +285,7 @@ int meta_init(struct viewfs *fs)
 			close(dfd);
 		}
 	}
-	struct metadir *m = meta_read(mfd, true);
+	struct metadir *m = meta_read(fs, mfd, true);
 	if (!m)
 		return -ENOMEM;
 	atomic_store(&fs->root->meta, m);
@@ -265,10 +304,10 @@ struct metadir *meta_get(struct viewfs *fs, struct vnode *d)
 	m = atomic_load(&d->meta);
 	if (!m) {
 		struct metaent *e = ment_find(pm, d->name);
-		int fd = -1;
-		if (pm && pm->fd >= 0 && e && (e->flags & META_SUBDIR))
-			fd = openat(pm->fd, d->name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		m = meta_read(fd, false);
+		int fd = -1, pfd = e && (e->flags & META_SUBDIR) ? meta_fd(fs, d->parent, pm) : -1;
+		if (pfd >= 0)
+			fd = openat(pfd, d->name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		m = meta_read(fs, fd, false);
 		atomic_store(&d->meta, m);
 	}
 	pthread_mutex_unlock(&fs->meta_lock);
@@ -315,7 +354,8 @@ static int load_record(struct viewfs *fs, struct vnode *d, struct metadir *m,
 {
 	char file[KEY_MAX + 1];
 	record_file(e->name, file);
-	int fd = openat(m->fd, file, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	int mfd = meta_fd(fs, d, m);
+	int fd = mfd < 0 ? -1 : openat(mfd, file, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0) {
 		if (errno == ENOENT) {
 			e->flags &= ~(unsigned)META_RECORD;
@@ -393,8 +433,10 @@ static int ensure_metadir(struct viewfs *fs, struct vnode *d)
 	struct metadir *m = meta_get(fs, d);
 	if (!m)
 		return -EROFS; /* excepted: the original has no layer metadata */
-	if (m->fd >= 0)
-		return m->fd;
+	if (m->fd >= 0 || m->fd == FD_EVICTED) {
+		int fd = meta_fd(fs, d, m);
+		return fd >= 0 ? fd : -errno;
+	}
 	if (fs->readonly)
 		return -EROFS;
 	int fd;
@@ -417,6 +459,8 @@ static int ensure_metadir(struct viewfs *fs, struct vnode *d)
 	if (fd < 0)
 		return -errno;
 	m->fd = fd;
+	m->fs = fs;
+	fd_counted(fs, 1);
 	return fd;
 }
 
@@ -463,7 +507,7 @@ int meta_write_record(struct viewfs *fs, struct vnode *d, const char *name,
 	if (vrecord_empty(rec)) {
 		if (!exists)
 			return 0;
-		if (unlinkat(m->fd, file, 0) < 0 && errno != ENOENT)
+		if (unlinkat(meta_fd(fs, d, m), file, 0) < 0 && errno != ENOENT)
 			return -errno;
 		ment_clear_flag(m, key, META_RECORD);
 		return 0;
@@ -551,7 +595,7 @@ int meta_clear_whiteout(struct viewfs *fs, struct vnode *d, const char *name)
 	struct metaent *e = ment_find(m, name);
 	if (!e || !(e->flags & META_WHITEOUT))
 		return 0;
-	if (unlinkat(m->fd, name, 0) < 0 && errno != ENOENT)
+	if (unlinkat(meta_fd(fs, d, m), name, 0) < 0 && errno != ENOENT)
 		return -errno;
 	ment_clear_flag(m, name, META_WHITEOUT);
 	return 0;
@@ -590,21 +634,24 @@ static int remove_tree(int parent, const char *name)
 int meta_remove(struct viewfs *fs, struct vnode *d, const char *name)
 {
 	struct metadir *m = meta_get(fs, d);
-	if (!m || m->fd < 0)
+	if (!m || m->fd == -1)
 		return 0;
+	int mfd = meta_fd(fs, d, m);
+	if (mfd < 0)
+		return -errno;
 	char key[KEY_MAX], file[KEY_MAX + 1];
 	record_key(name, key);
 	record_file(key, file);
 	int rc = 0;
 	struct metaent *e = ment_find(m, key);
 	if (e && (e->flags & META_RECORD)) {
-		if (unlinkat(m->fd, file, 0) < 0 && errno != ENOENT)
+		if (unlinkat(mfd, file, 0) < 0 && errno != ENOENT)
 			rc = -errno;
 		ment_clear_flag(m, key, META_RECORD);
 	}
 	e = ment_find(m, name);
 	if (e && (e->flags & META_SUBDIR)) {
-		int r = remove_tree(m->fd, name);
+		int r = remove_tree(mfd, name);
 		if (r < 0)
 			rc = r;
 		ment_clear_flag(m, name, META_SUBDIR);
@@ -715,7 +762,7 @@ int meta_link_record(struct viewfs *fs, struct vnode *d1, const char *n1, struct
 	int rc = 0;
 	if (fd2 < 0)
 		rc = fd2;
-	else if (linkat(m1->fd, f1, fd2, f2, 0) < 0)
+	else if (linkat(meta_fd(fs, d1, m1), f1, fd2, f2, 0) < 0)
 		rc = -errno;
 	if (rc == 0) {
 		struct metaent *e1 = ment_find(m1, k1);

@@ -122,6 +122,13 @@ struct viewfs *viewfs_new(struct viewfs_config *cfg, int lower_fd, int layer_fd,
 	fs->gid = getegid();
 	fs->work_fd = -1;
 	note_mountpoint(fs, mountpoint, lower_fd);
+	/* Directory fds of nodes may use three quarters of the fds the process may have; the rest
+	 * is for open files, listings and copies. */
+	struct rlimit fdl;
+	fs->fd_budget = getrlimit(RLIMIT_NOFILE, &fdl) == 0 && fdl.rlim_max != RLIM_INFINITY
+				? (long)fdl.rlim_max * 3 / 4 : 16384;
+	if (fs->fd_budget < 32)
+		fs->fd_budget = 32;
 	pthread_rwlockattr_t ra;
 	pthread_rwlockattr_init(&ra);
 	/* many lookups must not starve the occasional create */
@@ -153,8 +160,11 @@ struct viewfs *viewfs_new(struct viewfs_config *cfg, int lower_fd, int layer_fd,
 		return NULL;
 	}
 	fs->root = root;
-	root->fd[LOWER] = fs->lower_root = lower_fd;
-	root->fd[UPPER] = fs->upper_root = layer_fd;
+	fs->lower_root = lower_fd;
+	fs->upper_root = layer_fd;
+	root->fs = fs;
+	root->fd[LOWER] = lower_fd; /* the root's fds are the caller's until start-up succeeds */
+	root->fd[UPPER] = layer_fd;
 	root->in_upper = true;
 	root->in_lower = viewfs_mode_is_union(fs->mode);
 	root->except = fs->except_root;

@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -114,7 +115,8 @@ struct vnode *node_alloc(const char *name, mode_t type)
 		return NULL;
 	}
 	n->type = type;
-	n->fd[LOWER] = n->fd[UPPER] = -1;
+	atomic_init(&n->fd[LOWER], -1);
+	atomic_init(&n->fd[UPPER], -1);
 	pthread_mutex_init(&n->copyup_lock, NULL);
 	return n;
 }
@@ -122,10 +124,149 @@ struct vnode *node_alloc(const char *name, mode_t type)
 void node_close_fds(struct vnode *n)
 {
 	for (int l = 0; l < 2; l++) {
-		if (n->fd[l] >= 0)
-			close(n->fd[l]);
-		n->fd[l] = -1;
+		int fd = atomic_exchange(&n->fd[l], -1);
+		if (fd >= 0) {
+			close(fd);
+			if (n->fs)
+				atomic_fetch_sub(&n->fs->node_fds, 1);
+		}
 	}
+}
+
+void fd_counted(struct viewfs *fs, int delta)
+{
+	if (atomic_fetch_add(&fs->node_fds, delta) + delta > fs->fd_budget && delta > 0)
+		atomic_store(&fs->evict_wanted, true);
+}
+
+void node_set_fd(struct viewfs *fs, struct vnode *n, enum layer l, int fd)
+{
+	struct stat st;
+	n->fs = fs;
+	if (fd >= 0 && fstat(fd, &st) == 0) {
+		n->fd_dev[l] = st.st_dev;
+		n->fd_ino[l] = st.st_ino;
+	}
+	int old = atomic_exchange(&n->fd[l], fd);
+	if (old >= 0) {
+		close(old);
+		fd_counted(fs, -1);
+	}
+	if (fd >= 0)
+		fd_counted(fs, 1);
+}
+
+/* Open n's directory in layer l again, the way lookup found it. */
+static int reopen(struct vnode *n, enum layer l)
+{
+	struct viewfs *fs = n->fs;
+	const int flags = O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
+	int fd = -1;
+	if (!fs || !n->parent || n->unlinked) {
+		errno = ESTALE;
+		return -1;
+	}
+	if (l == LOWER && n->in_upper && n->in_lower) {
+		/* a renamed directory merges the original directory its record names */
+		struct vrecord rec;
+		if (meta_node_record(fs, n, &rec) > 0 && (rec.has & VREC_REDIRECT))
+			fd = open_redirect(fs, rec.redirect);
+		else
+			fd = -2;
+		vrecord_clear(&rec);
+	} else {
+		fd = -2;
+	}
+	if (fd == -2) {
+		int pfd = node_fd(n->parent, l);
+		if (pfd < 0)
+			return -1;
+		fd = self_entry(fs, pfd, n->name) ? fcntl(fs->lower_root, F_DUPFD_CLOEXEC, 0)
+						   : openat(pfd, n->name, flags);
+	}
+	if (fd < 0)
+		return -1;
+	struct stat st;
+	if (fstat(fd, &st) < 0 || st.st_dev != n->fd_dev[l] || st.st_ino != n->fd_ino[l]) {
+		close(fd); /* replaced behind the view's back: not the directory the kernel knows */
+		errno = ESTALE;
+		return -1;
+	}
+	return fd;
+}
+
+int node_fd(struct vnode *n, enum layer l)
+{
+	int fd = atomic_load(&n->fd[l]);
+	if (n->fs)
+		atomic_store_explicit(&n->last_use, atomic_fetch_add(&n->fs->tick, 1),
+				      memory_order_relaxed);
+	if (fd != FD_EVICTED) {
+		if (fd < 0)
+			errno = ENOENT;
+		return fd;
+	}
+	int nfd = reopen(n, l);
+	if (nfd < 0)
+		return -1;
+	int expected = FD_EVICTED;
+	if (!atomic_compare_exchange_strong(&n->fd[l], &expected, nfd)) {
+		close(nfd); /* another thread reopened it meanwhile */
+		return expected;
+	}
+	fd_counted(n->fs, 1);
+	return nfd;
+}
+
+struct candidate {
+	struct vnode *n;
+	uint64_t used;
+};
+
+static int by_use(const void *a, const void *b)
+{
+	uint64_t x = ((const struct candidate *)a)->used, y = ((const struct candidate *)b)->used;
+	return x < y ? -1 : x > y;
+}
+
+void node_evict_fds(struct viewfs *fs)
+{
+	/* ns write lock held: no other thread is using any node's fd */
+	atomic_store(&fs->evict_wanted, false);
+	pthread_mutex_lock(&fs->table_lock);
+	size_t cap = 0, count = 0;
+	for (struct vnode *n = fs->all; n; n = n->all_next)
+		cap++;
+	struct candidate *c = calloc(cap ? cap : 1, sizeof *c);
+	for (struct vnode *n = fs->all; c && n; n = n->all_next) {
+		if (!S_ISDIR(n->type) || n == fs->root || n->unlinked || !n->parent || !n->fs)
+			continue;
+		struct metadir *m = atomic_load(&n->meta);
+		if (n->fd[LOWER] < 0 && n->fd[UPPER] < 0 && (!m || m->fd < 0))
+			continue;
+		c[count].n = n;
+		c[count].used = atomic_load_explicit(&n->last_use, memory_order_relaxed);
+		count++;
+	}
+	pthread_mutex_unlock(&fs->table_lock);
+	if (!c)
+		return;
+	qsort(c, count, sizeof *c, by_use);
+	/* down to half the budget, so that evictions stay rare */
+	for (size_t i = 0; i < count && atomic_load(&fs->node_fds) > fs->fd_budget / 2; i++) {
+		for (int l = 0; l < 2; l++) {
+			int fd = atomic_load(&c[i].n->fd[l]);
+			if (fd >= 0) {
+				atomic_store(&c[i].n->fd[l], FD_EVICTED);
+				close(fd);
+				fd_counted(fs, -1);
+			}
+		}
+		struct metadir *m = atomic_load(&c[i].n->meta);
+		if (m && meta_evict_fd(m))
+			fd_counted(fs, -1);
+	}
+	free(c);
 }
 
 static void node_free(struct vnode *n)
@@ -202,14 +343,14 @@ int node_set_name(struct viewfs *fs, struct vnode *n, struct vnode *parent, cons
 
 int node_at(struct vnode *n, enum layer layer, const char **name)
 {
-	if (n->fd[layer] >= 0) {
+	if (node_has_fd(n, layer)) {
 		*name = "";
-		return n->fd[layer];
+		return node_fd(n, layer);
 	}
 	if (!n->parent)
 		return -1;
 	*name = n->name;
-	return n->parent->fd[layer];
+	return node_fd(n->parent, layer);
 }
 
 int node_open(struct vnode *n, enum layer layer, int flags)

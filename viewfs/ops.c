@@ -33,11 +33,21 @@ void ns_write(struct viewfs *fs)
 {
 	if (pthread_rwlock_wrlock(&fs->ns_lock) != 0)
 		abort();
+	if (atomic_load(&fs->evict_wanted))
+		node_evict_fds(fs); /* the write lock: no other thread uses a node's fd */
 }
 
 void ns_unlock(struct viewfs *fs)
 {
 	pthread_rwlock_unlock(&fs->ns_lock);
+	if (atomic_load(&fs->evict_wanted)) {
+		/* too many directory fds: close some as soon as no thread uses them */
+		if (pthread_rwlock_wrlock(&fs->ns_lock) != 0)
+			abort();
+		if (atomic_load(&fs->evict_wanted))
+			node_evict_fds(fs);
+		pthread_rwlock_unlock(&fs->ns_lock);
+	}
 }
 
 static void vfs_init(void *userdata, struct fuse_conn_info *conn)

@@ -238,17 +238,17 @@ static int build_listing(struct viewfs *fs, struct vnode *d, struct dirhandle *d
 	    (rc = dh_add(dh, "..", parent_ino, DT_DIR)) < 0)
 		return rc;
 	if (d->excepted)
-		return layer_listing(&b, d->fd[LOWER], false);
-	if (d->in_upper && (rc = layer_listing(&b, d->fd[UPPER], true)) < 0)
+		return layer_listing(&b, node_fd(d, LOWER), false);
+	if (d->in_upper && (rc = layer_listing(&b, node_fd(d, UPPER), true)) < 0)
 		return rc;
-	if (d->in_lower && (rc = layer_listing(&b, d->fd[LOWER], false)) < 0)
+	if (d->in_lower && (rc = layer_listing(&b, node_fd(d, LOWER), false)) < 0)
 		return rc;
 	/* except= names of this directory: the original's, even in move mode */
 	for (const struct except_node *c = d->except ? d->except->child : NULL; c; c = c->next) {
 		struct stat cst;
-		if (!c->terminal || d->fd[LOWER] < 0 || dh_find(dh, c->name))
+		if (!c->terminal || !node_has_fd(d, LOWER) || dh_find(dh, c->name))
 			continue;
-		if (fstatat(d->fd[LOWER], c->name, &cst, AT_SYMLINK_NOFOLLOW) == 0 &&
+		if (fstatat(node_fd(d, LOWER), c->name, &cst, AT_SYMLINK_NOFOLLOW) == 0 &&
 		    (rc = dh_add(dh, c->name, vfs_ino(fs, cst.st_dev, cst.st_ino),
 				 dtype_of(cst.st_mode))) < 0)
 			return rc;
@@ -273,26 +273,26 @@ int dir_empty_in_view(struct viewfs *fs, struct vnode *d)
 	struct build b = { .fs = fs, .d = d, .fd = -1 };
 	int rc;
 	if (d->excepted) {
-		b.fd = d->fd[LOWER];
-		rc = each_entry(d->fd[LOWER], count_one, &b);
+		b.fd = node_fd(d, LOWER);
+		rc = each_entry(node_fd(d, LOWER), count_one, &b);
 		return rc < 0 ? rc : !rc;
 	}
 	if (d->in_upper) {
 		b.upper = true;
-		b.fd = d->fd[UPPER];
-		if ((rc = each_entry(d->fd[UPPER], count_one, &b)) != 0)
+		b.fd = node_fd(d, UPPER);
+		if ((rc = each_entry(node_fd(d, UPPER), count_one, &b)) != 0)
 			return rc < 0 ? rc : 0;
 	}
 	if (d->in_lower) {
 		b.upper = false;
-		b.fd = d->fd[LOWER];
-		if ((rc = each_entry(d->fd[LOWER], count_one, &b)) != 0)
+		b.fd = node_fd(d, LOWER);
+		if ((rc = each_entry(node_fd(d, LOWER), count_one, &b)) != 0)
 			return rc < 0 ? rc : 0;
 	}
 	for (const struct except_node *c = d->except ? d->except->child : NULL; c; c = c->next) {
 		struct stat cst;
-		if (c->terminal && d->fd[LOWER] >= 0 &&
-		    fstatat(d->fd[LOWER], c->name, &cst, AT_SYMLINK_NOFOLLOW) == 0)
+		if (c->terminal && node_has_fd(d, LOWER) &&
+		    fstatat(node_fd(d, LOWER), c->name, &cst, AT_SYMLINK_NOFOLLOW) == 0)
 			return 0;
 	}
 	return 1;
@@ -411,7 +411,7 @@ static void vfs_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fu
 	struct vnode *d = node_from_id(fs, ino);
 	viewfs_serve_yield();
 	ns_read(fs);
-	int fd = openat(d->fd[node_layer(d)], ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int fd = openat(node_fd(d, node_layer(d)), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	ns_unlock(fs);
 	int rc = 0;
 	if (fd < 0)

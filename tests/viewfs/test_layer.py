@@ -148,3 +148,31 @@ def test_copy_up_is_atomic_when_the_daemon_is_killed(view):
         data = base64.b64decode(data)
         assert data in (originals[name], originals[name] + b"appended"), name
     assert sorted(got) == sorted(originals)
+
+
+def test_more_directories_than_file_descriptors(view):
+    """Directories keep an fd each while the kernel knows them; past the fd limit the least
+    recently used are closed and reopened on demand. With 256 fds and 1200 directories,
+    everything still works and nothing is lost."""
+    from conftest import run, viewos_bin
+    view.make({f"a{i:02d}/b{j:02d}/f": f"{i}.{j}\n" for i in range(40) for j in range(30)})
+    run(["prlimit", "--nofile=256:256", viewos_bin("viewfs"), "-o", "cow", view.layer, view.mnt],
+        user=view.user)
+    try:
+        code = ("out = {}\n"
+                "for r, ds, fs in os.walk(M):\n"
+                "    for f in fs: out[os.path.relpath(os.path.join(r, f), M)] = read(os.path.relpath(os.path.join(r, f), M))\n")
+        r = view.py(code + "result = out")
+        assert len(r) == 1200 and r["a07/b11/f"] == "7.11\n"
+        # changes all over the tree, then everything read again (directories reopened)
+        r = view.py("for i in range(0, 40, 3):\n"
+                    "    for j in range(0, 30, 7): append(f'a{i:02d}/b{j:02d}/f', 'x')\n"
+                    "    os.rename(P(f'a{i:02d}/b29'), P(f'a{i:02d}/moved'))\n"
+                    "    os.mkdir(P(f'a{i:02d}/b00/new'))\n" + code +
+                    "result = [len(out), out['a03/b07/f'], out['a03/moved/f'], st('a03/b29')]")
+        assert r == [1200, "3.7\nx", "3.29\n", "ENOENT"]
+    finally:
+        run(["fusermount3", "-u", view.mnt], user=view.user)
+    view.mount("cow")
+    assert view.py("result = [read('a39/b28/f'), read('a39/moved/f'), ls('a39/b00')]") == [
+        "39.28\nx", "39.29\n", ["f", "new"]]
