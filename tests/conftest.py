@@ -34,6 +34,10 @@ SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime
 
 # --------------------------------------------------------------------------- programs
 
+# Per-test state set by the autouse fixture: where this test's programs write sanitizer reports
+# (a directory per test, so that suites running at the same time never see each other's).
+_current = {"sanitizer_logs": SANITIZER_LOGS}
+
 _bin_cache = {}
 
 
@@ -55,9 +59,10 @@ def sanitizer_env(env=None):
     """Environment for a viewos program: sanitizer reports go to files we check after each test
     (detached daemons have no stderr), and a report is fatal."""
     env = dict(os.environ if env is None else env)
-    env["ASAN_OPTIONS"] = (f"log_path={SANITIZER_LOGS}/asan:detect_leaks=1:abort_on_error=0:"
+    logs = _current["sanitizer_logs"]
+    env["ASAN_OPTIONS"] = (f"log_path={logs}/asan:detect_leaks=1:abort_on_error=0:"
                            "allow_user_segv_handler=1")
-    env["UBSAN_OPTIONS"] = f"log_path={SANITIZER_LOGS}/ubsan:print_stacktrace=1:halt_on_error=1"
+    env["UBSAN_OPTIONS"] = f"log_path={logs}/ubsan:print_stacktrace=1:halt_on_error=1"
     env["LSAN_OPTIONS"] = "suppressions=" + str(REPO / "tests" / "lsan.supp")
     return env
 
@@ -286,26 +291,38 @@ def mounts(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def _no_leftovers(request):
+def _no_leftovers(request, tmp_path_factory):
     """Fail a test that leaves a FUSE mount behind or makes a viewos program report a
-    sanitizer error; clean up either way so the next test starts clean."""
+    sanitizer error; clean up either way so the next test starts clean.
+
+    Only what belongs to this test counts: mounts under this session's pytest directory or this
+    test's utmp directories, and reports in this test's own log directory. So suites that run
+    at the same time (pytest-xdist, or two engineers on one machine) never fail each other."""
     SANITIZER_LOGS.mkdir(mode=0o1777, exist_ok=True)
     os.chmod(SANITIZER_LOGS, 0o1777)
+    logdir = Path(subprocess.check_output(
+        ["mktemp", "-d", f"{SANITIZER_LOGS}/{request.node.name[:60].replace('/', '_')}.XXXXXX"],
+        text=True).strip())
+    os.chmod(logdir, 0o1777)
+    _current["sanitizer_logs"] = logdir
+    mine = (str(tmp_path_factory.getbasetemp()) + "/",
+            f"/tmp/viewos-tests/{request.node.name.replace('/', '_')[:80]}.")
     before_mounts = fuse_mounts()
-    before_logs = set(SANITIZER_LOGS.iterdir())
     yield
+    _current["sanitizer_logs"] = SANITIZER_LOGS
     problems = []
     # Daemons started by the `mounts` fixture are cleaned by it first (it is torn down before
     # this fixture because it is requested later).
-    left = fuse_mounts() - before_mounts
+    left = {mp for mp in fuse_mounts() - before_mounts if mp.startswith(mine)}
     for mp in sorted(left, key=len, reverse=True):
         force_unmount(mp)
     if left:
         problems.append(f"FUSE mounts left behind: {sorted(left)}")
-    for log in sorted(set(SANITIZER_LOGS.iterdir()) - before_logs):
+    for log in sorted(logdir.iterdir()):
         problems.append(f"sanitizer report {log}:\n{log.read_text(errors='replace')[:6000]}")
     if problems:
         pytest.fail("\n".join(problems))
+    subprocess.run(["rm", "-rf", str(logdir)], check=False)
 
 
 # --------------------------------------------------------------------------- images and trees
