@@ -42,7 +42,7 @@ def disk_partitions_ext2(show):
     _, out = show.sh("ls hda*")
     show.expect(set(out.split()) >= {"hda", "hda1", "hda2"},
                 "the new partitions appear as hda1 and hda2 at once")
-    show.sh("mkfs.ext2 -q -L viewos hda1")
+    show.sh("mkfs.ext2 -q -L viewos -E root_owner hda1")
     show.sh("mkdir -p mnt")
     show.mount("umfuse-ext2 hda1 mnt", show.work / "mnt")
     show.sh("cp -a tree/. mnt/ && echo 'nested hello' > mnt/hello && df -h mnt | tail -n 1")

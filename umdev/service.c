@@ -411,7 +411,14 @@ int umdev_service_main(const struct vo_daemon_info *info, enum umdev_kind kind,
 		status = VO_EXIT_MOUNT;
 		goto out_cmdline;
 	}
-	s.fsname = strdup(source ? source : kind == UMDEV_KIND_RAMDISK ? "ramdisk" : "null");
+	/* The source column of /proc/mounts. Not a bare word like "ramdisk": mkfs.vfat and
+	 * e2fsprogs refuse a device whose name appears there as a mounted source, so a device
+	 * file the user happened to call "ramdisk" would be taken for mounted. */
+	if (source)
+		s.fsname = strdup(source);
+	else if (asprintf(&s.fsname, "%s:%llu", kind == UMDEV_KIND_RAMDISK ? "mem" : "null",
+			  (unsigned long long)cfg->size) < 0)
+		s.fsname = NULL;
 	s.uid = cfg->uid == UINT_MAX ? getuid() : cfg->uid;
 	s.gid = cfg->gid == UINT_MAX ? getgid() : cfg->gid;
 	pthread_mutex_init(&s.lock, NULL);

@@ -151,3 +151,15 @@ def test_ram_disk_as_unprivileged_user(utmp, user, mounts):
     run(["e2fsck", "-fn", part_path(ram, 1)], user=user)
     m.unmount()
     assert list(utmp.iterdir()) == []
+
+
+def test_a_device_file_named_ramdisk_is_not_taken_for_mounted(rtmp, mounts):
+    """mkfs.vfat refuses a device whose name is a mounted source in /proc/mounts; the RAM
+    disk's source column must never be a plain word a user may name a device file."""
+    ram = rtmp / "ramdisk"
+    start(mounts, RAM, "-o", "size=16M", path=ram)
+    fields = mounted_at(ram).split()
+    assert fields[fields.index("-") + 2] == f"mem:{16 * MIB}"  # the source column
+    run(["mkfs.vfat", "-n", "RAM", ram], cwd=rtmp)
+    run(["mkfs.vfat", "-n", "RAM", "ramdisk"], cwd=rtmp)
+    run(["fsck.fat", "-n", ram])
