@@ -337,3 +337,20 @@ def test_seeded_random_damage_never_crashes_or_hangs(base, tmp_path, mounts):
         path.unlink()
         shutil.rmtree(mnt, ignore_errors=True)
     assert mounted > 10
+
+
+def test_multi_extent_flag_without_a_following_section_is_harmless(base, tmp_path, mounts):
+    """A record flagged "more extents follow" followed by a different file, or by nothing:
+    each file keeps its own data."""
+    src, iso = base
+
+    def fn(img):
+        for path in ("d2/x", "d/entry-03-with-a-longer-name.txt"):
+            img[L.find(img, path).offset + 25] |= 0x80
+
+    m = mount_iso(mounts, damage(iso, tmp_path, fn), tmp_path / "mnt")
+    assert (m.path / "d2" / "x").read_text() == "x\n"
+    for i in (3, 4):
+        name = f"entry-{i:02d}-with-a-longer-name.txt"
+        assert (m.path / "d" / name).read_text() == f"entry {i}\n"
+    assert len(os.listdir(m.path / "d")) == 41
