@@ -38,6 +38,16 @@ struct dir_index {
 	uint16_t *room;   /* linear directories: per block, the biggest record a new entry fits */
 	uint32_t hint;    /* the block an insert tries first */
 	bool htree, inline_data;
+	/* The block last edited, kept here verified and written back later: a directory filled
+	 * or emptied in order edits one block many times in a row, and each read costs a
+	 * checksum verification and each write a checksum (4 KiB of crc32c). Written out before
+	 * libext2fs touches the directory, at every commit, and when the index goes away. */
+	ext2_ino_t ino;
+	uint32_t cached_lblk;
+	blk64_t cached_pblk;
+	void *cached;
+	bool cached_dirty;
+	struct dir_index *dirty_prev, *dirty_next; /* e->dirty_dirs */
 };
 
 static uint64_t name_hash(const char *name, size_t len)
@@ -48,10 +58,25 @@ static uint64_t name_hash(const char *name, size_t len)
 	return h;
 }
 
-void dir_index_free(struct dir_index *di)
+static void dirty_unlink(struct e2 *e, struct dir_index *di)
+{
+	if (!di->cached_dirty)
+		return;
+	if (di->dirty_prev)
+		di->dirty_prev->dirty_next = di->dirty_next;
+	else
+		e->dirty_dirs = di->dirty_next;
+	if (di->dirty_next)
+		di->dirty_next->dirty_prev = di->dirty_prev;
+	di->dirty_prev = di->dirty_next = NULL;
+	di->cached_dirty = false;
+}
+
+void dir_index_drop(struct e2 *e, struct dir_index *di)
 {
 	if (!di)
 		return;
+	dirty_unlink(e, di);
 	for (size_t i = 0; i < di->nbuckets; i++) {
 		for (struct dent *d = di->buckets[i], *next; d; d = next) {
 			next = d->next;
@@ -60,6 +85,7 @@ void dir_index_free(struct dir_index *di)
 	}
 	free(di->buckets);
 	free(di->room);
+	free(di->cached);
 	free(di);
 }
 
@@ -165,6 +191,72 @@ static int write_block(struct e2 *e, ext2_ino_t dir, blk64_t pblk, void *buf)
 	return 0;
 }
 
+static int cache_flush(struct e2 *e, struct dir_index *di)
+{
+	if (!di || !di->cached_dirty)
+		return 0;
+	int r = write_block(e, di->ino, di->cached_pblk, di->cached);
+	if (r == 0)
+		dirty_unlink(e, di);
+	return r;
+}
+
+static void cache_mark_dirty(struct e2 *e, struct dir_index *di)
+{
+	if (!di->cached_dirty) {
+		di->cached_dirty = true;
+		di->dirty_prev = NULL;
+		di->dirty_next = e->dirty_dirs;
+		if (e->dirty_dirs)
+			e->dirty_dirs->dirty_prev = di;
+		e->dirty_dirs = di;
+	}
+	e2_mark_dirty(e);
+}
+
+/* Logical block lblk of the directory, through its one-block cache. */
+static int cache_load(struct e2 *e, struct node *n, struct dir_index *di,
+		      struct ext2_inode_large *in, uint32_t lblk, void **bufp, blk64_t *pblkp)
+{
+	if (di->cached && di->cached_lblk == lblk) {
+		*bufp = di->cached;
+		if (pblkp)
+			*pblkp = di->cached_pblk;
+		return 0;
+	}
+	int r = cache_flush(e, di);
+	if (r < 0)
+		return r;
+	if (!di->cached && !(di->cached = malloc(e->fs->blocksize)))
+		return -ENOMEM;
+	di->cached_lblk = UNKNOWN_BLOCK;
+	if ((r = read_block(e, di->ino, n, in, lblk, di->cached, &di->cached_pblk)) < 0)
+		return r;
+	di->cached_lblk = lblk;
+	*bufp = di->cached;
+	if (pblkp)
+		*pblkp = di->cached_pblk;
+	return 0;
+}
+
+int dir_index_flush(struct e2 *e, struct dir_index *di)
+{
+	return cache_flush(e, di);
+}
+
+int dir_flush_all(struct e2 *e)
+{
+	int err = 0;
+	while (e->dirty_dirs) {
+		int r = cache_flush(e, e->dirty_dirs);
+		if (r < 0) {
+			err = r;
+			dirty_unlink(e, e->dirty_dirs); /* reported; do not loop on it */
+		}
+	}
+	return err;
+}
+
 struct build_ctx {
 	struct e2 *e;
 	struct dir_index *di;
@@ -207,16 +299,18 @@ static int build_index(struct e2 *e, ext2_ino_t dir, struct node *n, struct dir_
 		return -ENOTDIR;
 	struct dir_index *di = calloc(1, sizeof *di);
 	if (!di || index_grow(di) < 0) {
-		dir_index_free(di);
+		dir_index_drop(e, di);
 		return -ENOMEM;
 	}
+	di->ino = dir;
+	di->cached_lblk = UNKNOWN_BLOCK;
 	struct build_ctx c = { .e = e, .di = di };
 	if (in.i_flags & EXT4_INLINE_DATA_FL) {
 		di->inline_data = true;
 		errcode_t err = ext2fs_dir_iterate2(e->fs, dir, DIRENT_FLAG_INCLUDE_INLINE_DATA,
 						    NULL, build_inline_one, &c);
 		if (err || c.err) {
-			dir_index_free(di);
+			dir_index_drop(e, di);
 			return err ? -e2_errno(e, err, "reading an inline directory", dir) : c.err;
 		}
 		*out = di;
@@ -225,7 +319,7 @@ static int build_index(struct e2 *e, ext2_ino_t dir, struct node *n, struct dir_
 	di->htree = (in.i_flags & EXT2_INDEX_FL) != 0;
 	uint64_t nblocks = EXT2_I_SIZE(&in) / e->fs->blocksize;
 	if (nblocks > UINT32_MAX - 1) {
-		dir_index_free(di);
+		dir_index_drop(e, di);
 		return -EIO;
 	}
 	di->nblocks = (uint32_t)nblocks;
@@ -233,7 +327,7 @@ static int build_index(struct e2 *e, ext2_ino_t dir, struct node *n, struct dir_
 	void *buf = malloc(e->fs->blocksize);
 	if (!di->room || !buf) {
 		free(buf);
-		dir_index_free(di);
+		dir_index_drop(e, di);
 		return -ENOMEM;
 	}
 	for (uint32_t b = 0; b < di->nblocks; b++) {
@@ -255,7 +349,7 @@ static int build_index(struct e2 *e, ext2_ino_t dir, struct node *n, struct dir_
 	}
 	free(buf);
 	if (r < 0 && r != -ENOENT) {
-		dir_index_free(di);
+		dir_index_drop(e, di);
 		return r;
 	}
 	*out = di;
@@ -291,29 +385,31 @@ int dir_lookup(struct e2 *e, ext2_ino_t dir, const char *name, ext2_ino_t *ino)
 	return 0;
 }
 
-/* Find the block holding name (trying its recorded block first) and load it into buf. */
-static int locate(struct e2 *e, ext2_ino_t dir, struct node *n, struct dir_index *di,
-		  struct dent *d, struct ext2_inode_large *in, void *buf, blk64_t *pblk,
-		  uint32_t *lblkp)
+/* Find the block holding name (trying its recorded block first) and load it in the cache. */
+static int locate(struct e2 *e, struct node *n, struct dir_index *di, struct dent *d,
+		  struct ext2_inode_large *in, void **bufp, uint32_t *lblkp)
 {
-	struct dirblock db = make_db(e, buf);
 	int r;
 	if (d->lblk != UNKNOWN_BLOCK) {
-		r = read_block(e, dir, n, in, d->lblk, buf, pblk);
-		if (r == 0 && dirblock_find(&db, d->name, d->len, NULL) == 0) {
-			*lblkp = d->lblk;
-			return 0;
+		r = cache_load(e, n, di, in, d->lblk, bufp, NULL);
+		if (r == 0) {
+			struct dirblock db = make_db(e, *bufp);
+			if (dirblock_find(&db, d->name, d->len, NULL) == 0) {
+				*lblkp = d->lblk;
+				return 0;
+			}
 		}
 		if (r < 0 && r != -ENOENT)
 			return r;
 	}
 	/* an htree insert may have moved it: look everywhere */
 	for (uint32_t b = 0; b < di->nblocks; b++) {
-		r = read_block(e, dir, n, in, b, buf, pblk);
+		r = cache_load(e, n, di, in, b, bufp, NULL);
 		if (r == -ENOENT)
 			continue;
 		if (r < 0)
 			return r;
+		struct dirblock db = make_db(e, *bufp);
 		if (dirblock_find(&db, d->name, d->len, NULL) == 0) {
 			d->lblk = b;
 			*lblkp = b;
@@ -321,7 +417,7 @@ static int locate(struct e2 *e, ext2_ino_t dir, struct node *n, struct dir_index
 		}
 	}
 	e2_errno(e, EXT2_ET_DIR_CORRUPTED, "a name in the index is missing from the directory",
-		 dir);
+		 di->ino);
 	return -EIO;
 }
 
@@ -354,30 +450,24 @@ static int edit_entry(struct e2 *e, ext2_ino_t dir, const char *name, enum edit 
 	struct ext2_inode_large in;
 	if ((r = ino_read(e, dir, &in)) < 0)
 		return r;
-	void *buf = malloc(e->fs->blocksize);
-	if (!buf)
-		return -ENOMEM;
-	blk64_t pblk;
+	void *buf;
 	uint32_t lblk;
-	r = locate(e, dir, n, di, d, &in, buf, &pblk, &lblk);
-	if (r == 0) {
-		struct dirblock db = make_db(e, buf);
-		r = op == EDIT_REMOVE ? dirblock_remove(&db, name, (unsigned)len)
-				      : dirblock_retarget(&db, name, (unsigned)len, ino, ftype);
-		if (r == 0)
-			r = write_block(e, dir, pblk, buf);
+	if ((r = locate(e, n, di, d, &in, &buf, &lblk)) < 0)
+		return r;
+	struct dirblock db = make_db(e, buf);
+	r = op == EDIT_REMOVE ? dirblock_remove(&db, name, (unsigned)len)
+			      : dirblock_retarget(&db, name, (unsigned)len, ino, ftype);
+	if (r < 0)
+		return r;
+	cache_mark_dirty(e, di);
+	if (op == EDIT_REMOVE) {
+		index_del(di, name, len);
+		set_room(e, di, lblk, buf);
+	} else {
+		d->ino = ino;
+		d->ftype = (uint8_t)ftype;
 	}
-	if (r == 0) {
-		if (op == EDIT_REMOVE) {
-			index_del(di, name, len);
-			set_room(e, di, lblk, buf);
-		} else {
-			d->ino = ino;
-			d->ftype = (uint8_t)ftype;
-		}
-	}
-	free(buf);
-	return r;
+	return 0;
 }
 
 int dir_remove(struct e2 *e, ext2_ino_t dir, const char *name)
@@ -394,12 +484,17 @@ int dir_retarget(struct e2 *e, ext2_ino_t dir, const char *name, ext2_ino_t ino,
 static int add_htree(struct e2 *e, ext2_ino_t dir, struct dir_index *di, struct node *n,
 		     const char *name, ext2_ino_t ino, int ftype)
 {
+	int r = cache_flush(e, di); /* libext2fs reads the leaves itself */
+	if (r < 0)
+		return r;
+	/* and may split a leaf: the cached copy must not outlive that */
+	di->cached_lblk = UNKNOWN_BLOCK;
 	errcode_t err = ext2fs_link(e->fs, dir, name, ino, ftype);
 	data_map_invalidate(n);
 	if (err)
 		return -e2_errno(e, err, "adding a name to an indexed directory", dir);
 	struct ext2_inode_large in;
-	int r = ino_read(e, dir, &in);
+	r = ino_read(e, dir, &in);
 	if (r < 0)
 		return r;
 	if (!(in.i_flags & EXT2_INDEX_FL))
@@ -407,7 +502,7 @@ static int add_htree(struct e2 *e, ext2_ino_t dir, struct dir_index *di, struct 
 	di->nblocks = (uint32_t)(EXT2_I_SIZE(&in) / e->fs->blocksize);
 	e2_mark_dirty(e);
 	if (!di->htree) {
-		dir_index_free(n->dindex);
+		dir_index_drop(e, n->dindex);
 		n->dindex = NULL;
 		return 0;
 	}
@@ -417,6 +512,9 @@ static int add_htree(struct e2 *e, ext2_ino_t dir, struct dir_index *di, struct 
 /* A linear directory is full: add a block (libext2fs allocates, maps and formats it). */
 static int expand(struct e2 *e, ext2_ino_t dir, struct dir_index *di, struct node *n)
 {
+	int r0 = cache_flush(e, di);
+	if (r0 < 0)
+		return r0;
 	errcode_t err = ext2fs_expand_dir(e->fs, dir);
 	data_map_invalidate(n);
 	if (err)
@@ -470,18 +568,16 @@ int dir_add(struct e2 *e, ext2_ino_t dir, const char *name, ext2_ino_t ino, int 
 	struct ext2_inode_large in;
 	if ((r = ino_read(e, dir, &in)) < 0)
 		return r;
-	void *buf = malloc(e->fs->blocksize);
-	if (!buf)
-		return -ENOMEM;
 	for (int attempt = 0; attempt < 3; attempt++) {
-		/* a block with room, starting where the last insert went */
+		/* a block with room: the cached one if it has, else starting where the last
+		 * insert went */
 		uint32_t b = UINT32_MAX;
-		for (uint32_t i = 0; i < di->nblocks; i++) {
+		if (di->cached_lblk < di->nblocks && di->room[di->cached_lblk] >= need)
+			b = di->cached_lblk;
+		for (uint32_t i = 0; b == UINT32_MAX && i < di->nblocks; i++) {
 			uint32_t k = (di->hint + i) % di->nblocks;
-			if (di->room[k] >= need) {
+			if (di->room[k] >= need)
 				b = k;
-				break;
-			}
 		}
 		if (b == UINT32_MAX) {
 			if ((r = expand(e, dir, di, n)) < 0)
@@ -490,8 +586,8 @@ int dir_add(struct e2 *e, ext2_ino_t dir, const char *name, ext2_ino_t ino, int 
 				break;
 			continue;
 		}
-		blk64_t pblk;
-		r = read_block(e, dir, n, &in, b, buf, &pblk);
+		void *buf;
+		r = cache_load(e, n, di, &in, b, &buf, NULL);
 		if (r == -ENOENT) {
 			di->room[b] = 0;
 			attempt--;
@@ -508,14 +604,12 @@ int dir_add(struct e2 *e, ext2_ino_t dir, const char *name, ext2_ino_t ino, int 
 		}
 		if (r < 0)
 			break;
-		if ((r = write_block(e, dir, pblk, buf)) < 0)
-			break;
+		cache_mark_dirty(e, di);
 		set_room(e, di, b, buf);
 		di->hint = b;
 		r = index_add(di, name, len, ino, ftype, b);
 		break;
 	}
-	free(buf);
 	return r;
 }
 
@@ -656,13 +750,19 @@ int dir_iterate(struct e2 *e, ext2_ino_t dir, uint64_t pos, dir_fn fn, void *arg
 		return -ENOMEM;
 	struct iter_ctx c = { .fn = fn, .arg = arg, .from = pos,
 			      .ninodes = e->fs->super->s_inodes_count };
+	struct dir_index *di = n->dindex;
 	for (uint64_t b = pos / bs; b < nblocks && !c.stopped; b++) {
-		r = read_block(e, dir, n, &in, b, buf, NULL);
-		if (r == -ENOENT)
-			continue;
-		if (r < 0)
-			break;
-		struct dirblock db = make_db(e, buf);
+		void *block = buf;
+		if (di && di->cached && di->cached_lblk == b) {
+			block = di->cached; /* newer than what the device has */
+		} else {
+			r = read_block(e, dir, n, &in, b, buf, NULL);
+			if (r == -ENOENT)
+				continue;
+			if (r < 0)
+				break;
+		}
+		struct dirblock db = make_db(e, block);
 		c.base = b * bs;
 		r = dirblock_walk(&db, iter_one, &c);
 		if (r < 0) {

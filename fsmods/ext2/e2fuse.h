@@ -89,6 +89,7 @@ struct e2 {
 	bool dirty;               /* something changed since the last commit */
 	/* inodes unlinked while the kernel held them, freed on its FORGET */
 	uint64_t unlinked_waiting, released_total;
+	struct dir_index *dirty_dirs;  /* directories whose cached block awaits writing */
 	pthread_cond_t released_cond;
 	bool single_thread;
 };
@@ -190,7 +191,11 @@ int dir_init(struct e2 *e, ext2_ino_t dir, struct ext2_inode_large *in, ext2_ino
 typedef int (*dir_fn)(void *arg, const char *name, size_t namelen, ext2_ino_t ino, int ftype,
 		      uint64_t next);
 int dir_iterate(struct e2 *e, ext2_ino_t dir, uint64_t pos, dir_fn fn, void *arg);
-void dir_index_free(struct dir_index *di);
+/* Write the index's cached directory block back (a forgotten directory), or forget it unwritten
+ * (a freed one: its blocks may already belong to someone else). */
+int dir_index_flush(struct e2 *e, struct dir_index *di);
+void dir_index_drop(struct e2 *e, struct dir_index *di);
+int dir_flush_all(struct e2 *e);          /* before libext2fs flushes: see dir.c */
 
 /* ---- data.c ---- */
 int data_map(struct e2 *e, struct node *n, struct ext2_inode_large *in, uint64_t lblk,

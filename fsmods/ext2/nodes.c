@@ -88,7 +88,8 @@ static void node_remove(struct e2 *e, struct node *n)
 		pp = &(*pp)->hnext;
 	*pp = n->hnext;
 	t->count--;
-	dir_index_free(n->dindex);
+	(void)dir_index_flush(e, n->dindex); /* a failure was reported where it happened */
+	dir_index_drop(e, n->dindex);
 	free(n);
 }
 
@@ -150,7 +151,7 @@ void node_table_free(struct e2 *e)
 	for (size_t i = 0; i < t->nbuckets; i++) {
 		for (struct node *n = t->buckets[i], *next; n; n = next) {
 			next = n->hnext;
-			dir_index_free(n->dindex);
+			dir_index_drop(e, n->dindex); /* written back by e2_close already */
 			free(n);
 		}
 	}
@@ -424,7 +425,7 @@ int ino_create(struct e2 *e, ext2_ino_t parent, mode_t mode, uid_t uid, gid_t gi
 	struct node *n = node_find(e, ino);
 	if (n) { /* a node left from the inode's previous life */
 		data_map_invalidate(n);
-		dir_index_free(n->dindex);
+		dir_index_drop(e, n->dindex);
 		n->dindex = NULL;
 	}
 	*inop = ino;
@@ -438,31 +439,37 @@ int ino_release(struct e2 *e, ext2_ino_t ino)
 	int r = ino_read(e, ino, &in);
 	if (r < 0)
 		return r;
-	errcode_t err = 0;
-	if (ext2fs_inode_has_valid_blocks2(fs, (struct ext2_inode *)&in)) {
+	struct node *n = node_find(e, ino);
+	if (n) { /* nothing cached about the old inode may outlive it */
+		data_map_invalidate(n);
+		dir_index_drop(e, n->dindex); /* unwritten: the blocks are being freed */
+		n->dindex = NULL;
+	}
+	bool has_blocks = ext2fs_inode_has_valid_blocks2(fs, (struct ext2_inode *)&in);
+	in.i_links_count = 0;
+	in.i_size = 0;
+	in.i_size_high = 0;
+	in.i_dtime = (__u32)time(NULL);
+	/* ext2fs_punch and ext2fs_free_ext_attr write the inode they are given: these fields
+	 * go out with it, so most inodes are written once */
+	bool written = false;
+	errcode_t err;
+	if (has_blocks) {
 		err = ext2fs_punch(fs, ino, (struct ext2_inode *)&in, NULL, 0, ~0ULL);
 		if (err)
 			return -e2_errno(e, err, "freeing the blocks of a deleted inode", ino);
+		written = true;
 	}
 	if (ext2fs_file_acl_block(fs, (struct ext2_inode *)&in)) {
 		err = ext2fs_free_ext_attr(fs, ino, &in);
 		if (err)
 			return -e2_errno(e, err, "freeing the attributes of a deleted inode", ino);
-		/* ext2fs_free_ext_attr wrote the inode; read back what it left */
+		/* it wrote the inode; the on-disk one is the truth now */
 		if ((r = ino_read(e, ino, &in)) < 0)
 			return r;
+		written = in.i_links_count == 0 && in.i_dtime != 0;
 	}
-	struct node *n = node_find(e, ino);
-	if (n) { /* nothing cached about the old inode may outlive it */
-		data_map_invalidate(n);
-		dir_index_free(n->dindex);
-		n->dindex = NULL;
-	}
-	in.i_links_count = 0;
-	in.i_size = 0;
-	in.i_size_high = 0;
-	in.i_dtime = (__u32)time(NULL);
-	if ((r = ino_write(e, ino, &in)) < 0)
+	if (!written && (r = ino_write(e, ino, &in)) < 0)
 		return r;
 	ext2fs_inode_alloc_stats2(fs, ino, -1, LINUX_S_ISDIR(in.i_mode));
 	e2_mark_dirty(e);

@@ -237,6 +237,10 @@ int e2_open(struct e2 *e, const char *source, bool readonly)
 	}
 	ext2_filsys fs = e->fs;
 	struct ext2_super_block *sb = fs->super;
+	/* libext2fs keeps the last 4 inodes it read or wrote (a linear list); an operation here
+	 * touches a parent, a child and a few more: a longer list saves re-reading inode table
+	 * blocks and re-verifying checksums */
+	ext2fs_create_inode_cache(fs, 128);
 
 	uint64_t need = ext2fs_blocks_count(sb) * (uint64_t)fs->blocksize;
 	if (need > vo_block_size(e->dev)) {
@@ -313,6 +317,7 @@ int e2_commit(struct e2 *e)
 {
 	if (e->readonly || !e->fs || !e->marked)
 		return 0;
+	int r = dir_flush_all(e); /* directory blocks held back by dir.c */
 	ext2fs_mark_super_dirty(e->fs);
 	errcode_t ret = ext2fs_flush2(e->fs, 0);
 	if (ret) {
@@ -320,7 +325,7 @@ int e2_commit(struct e2 *e)
 		return -EIO;
 	}
 	e->dirty = false;
-	return 0;
+	return r < 0 ? -EIO : 0;
 }
 
 void e2_mark_dirty(struct e2 *e)
@@ -339,6 +344,8 @@ int e2_close(struct e2 *e)
 	}
 	if (e->fs) {
 		if (!e->readonly) {
+			if (dir_flush_all(e) < 0)
+				r = -EIO;
 			/* the state the file system had before we marked it "not clean" */
 			e->fs->super->s_state = e->mount_state;
 			ext2fs_mark_super_dirty(e->fs);

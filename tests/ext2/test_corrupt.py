@@ -59,21 +59,21 @@ def where(img, what):
     bs = block_size(img)
     if what == "superblock":
         return 1024
-    if what == "group descriptors":
+    if what == "group-descriptors":
         return (2 if bs == 1024 else 1) * bs
-    if what == "inode table":
+    if what == "inode-table":
         out = debugfs(img, "imap /d1/file-007")
         blk = int(out.split("located at block")[1].split(",")[0])
         return blk * bs
-    if what == "directory block":
+    if what == "directory-block":
         blk = int(debugfs(img, "blocks /d2").split()[0])
         return blk * bs
     raise ValueError(what)
 
 
 @pytest.mark.parametrize("kind", ["ext4-4k", "ext2-1k"])
-@pytest.mark.parametrize("what", ["superblock", "group descriptors", "inode table",
-                                  "directory block"])
+@pytest.mark.parametrize("what", ["superblock", "group-descriptors", "inode-table",
+                                  "directory-block"])
 def test_flipped_bytes_give_refusal_or_eio_never_a_crash(ext2, rtmp, kind, what):
     outcomes = set()
     for seed in range(3):
@@ -102,7 +102,7 @@ def test_flipped_bytes_give_refusal_or_eio_never_a_crash(ext2, rtmp, kind, what)
 
 def test_corrupt_directory_block_gives_eio_on_that_directory_only(ext2, rtmp):
     img = populated(ext2, "ext4-4k", rtmp)
-    off = where(img, "directory block")
+    off = where(img, "directory-block")
     with open(img, "r+b") as f:  # a rec_len of zero in the middle of the block
         f.seek(off + 12 + 4)
         f.write(b"\0\0")
