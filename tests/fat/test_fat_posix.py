@@ -451,7 +451,7 @@ def test_inode_numbers_are_stable(fatvol):
     v.check()
 
 
-@pytest.mark.parametrize("opts", [(), ("max_threads=4",)], ids=["one thread", "threads"])
+@pytest.mark.parametrize("opts", [(), ("max_threads=4",)], ids=["one-thread", "threads"])
 def test_parallel_writers_and_readers(fatvol, opts):
     v = fatvol(fat=32, size="128M", opts=opts)
     blobs = {f"file {i}.bin": os.urandom(1_000_000 + i * 4097) for i in range(8)}
