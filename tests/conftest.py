@@ -16,6 +16,7 @@ What it gives every suite (components keep their tests in tests/<component>/):
 """
 import os
 import pwd
+import re
 import shutil
 import signal
 import subprocess
@@ -301,7 +302,8 @@ def _no_leftovers(request, tmp_path_factory):
     SANITIZER_LOGS.mkdir(mode=0o1777, exist_ok=True)
     os.chmod(SANITIZER_LOGS, 0o1777)
     logdir = Path(subprocess.check_output(
-        ["mktemp", "-d", f"{SANITIZER_LOGS}/{request.node.name[:60].replace('/', '_')}.XXXXXX"],
+        # ASAN_OPTIONS splits on ':' (and the path must be a plain word): keep the name safe
+        ["mktemp", "-d", f"{SANITIZER_LOGS}/{re.sub(r'[^A-Za-z0-9_.-]', '_', request.node.name)[:60]}.XXXXXX"],
         text=True).strip())
     os.chmod(logdir, 0o1777)
     _current["sanitizer_logs"] = logdir
