@@ -141,7 +141,6 @@ struct viewfs {
 	long fd_budget;
 	atomic_bool evict_wanted;
 	atomic_uint_fast64_t tick;
-	atomic_bool debug;
 	atomic_int corrupt_logged;
 };
 

@@ -10,7 +10,8 @@
  *   splice              file data read moves from the real fd to the kernel without a copy;
  *   readdirplus         a listing also fills the kernel's name and attribute caches;
  *   max_write 1 MiB     the largest write the kernel sends (it allows 256 pages here);
- *   parallel dirops     lookups in one directory run side by side.
+ *   parallel dirops     lookups in one directory run side by side;
+ *   symlink cache       symlink targets stay in the kernel's page cache.
  * Locks (POSIX and flock) are left to the kernel: they work between the processes using the
  * view, which is what a single-user view needs. */
 #include "fs.h"
@@ -66,6 +67,9 @@ static void vfs_init(void *userdata, struct fuse_conn_info *conn)
 		conn->want |= FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO;
 	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
 		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+	/* a symlink never changes in place (a new target is a new symlink): cache targets */
+	if (conn->capable & FUSE_CAP_CACHE_SYMLINKS)
+		conn->want |= FUSE_CAP_CACHE_SYMLINKS;
 	conn->want &= ~(unsigned)(FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS);
 	/* The kernel clears setuid/setgid on write, truncate and chown with a setattr: that
 	 * reaches real bits and virtual ones (records) alike. */
