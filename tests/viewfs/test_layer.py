@@ -2,10 +2,13 @@
 all its changes, also after being copied elsewhere; records of hard links are one record; a layer
 written by hand the way VUOS's vufs writes it mounts; crash leftovers and corrupt records never
 reach the view as half files; a copy-up is atomic even when the daemon is killed."""
+import errno
 import os
 import random
 import signal
 import subprocess
+
+import pytest
 
 from viewfs_fixtures import make_view, record, view, whiteout  # noqa: F401
 
@@ -176,3 +179,31 @@ def test_more_directories_than_file_descriptors(view):
     view.mount("cow")
     assert view.py("result = [read('a39/b28/f'), read('a39/moved/f'), ls('a39/b00')]") == [
         "39.28\nx", "39.29\n", ["f", "new"]]
+
+
+def test_full_layer_gives_enospc_and_no_half_copy(rtmp, mounts):
+    """A copy-up that does not fit: ENOSPC, the original untouched, no half file in the view
+    or the layer, and the view goes on working."""
+    mnt, layer = rtmp / "mnt", rtmp / "layer"
+    mnt.mkdir()
+    layer.mkdir()
+    (mnt / "big").write_bytes(os.urandom(3 << 20))
+    (mnt / "small").write_text("small\n")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "layer", layer], check=True)
+    try:
+        mounts.start("viewfs", "-o", "cow", layer, mnt, mountpoint=mnt)
+        with pytest.raises(OSError) as e:
+            with open(mnt / "big", "ab") as f:
+                f.write(b"x")
+        assert e.value.errno == errno.ENOSPC
+        assert (mnt / "big").stat().st_size == 3 << 20
+        assert not (layer / "big").exists()
+        assert list((layer / ".-" / ".-").iterdir()) == []
+        with open(mnt / "small", "a") as f:
+            f.write("more\n")
+        assert (mnt / "small").read_text() == "small\nmore\n"
+    finally:
+        for m in mounts.active:
+            m.unmount()
+        mounts.active.clear()
+        subprocess.run(["umount", layer], check=False)
