@@ -9,8 +9,6 @@
 
 #include "ondisk.h"
 
-#include "log.h"
-
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,8 +109,8 @@ static int get_table(struct iso_image *img, struct iso_node *n, struct iso_zisof
 		int r = load_table(img, n, z);
 		st = r < 0 ? r : 1;
 		if (r < 0)
-			vo_warn("zisofs file at byte %llu: bad header or block pointers",
-				(unsigned long long)n->ino);
+			iso_warn(img, "zisofs file at byte %llu: bad header or block pointers",
+				 (unsigned long long)n->ino);
 		atomic_store_explicit(&z->state, st, memory_order_release);
 	}
 	pthread_mutex_unlock(&img->lock);
