@@ -40,3 +40,41 @@ def test_fifty_thousand_entries(ext2, rtmp):
         assert "renamed-1999" in names and "again-9998" in names
     finally:
         run(["umount", kmnt])
+
+
+def test_fifty_thousand_entries_in_a_kernel_htree_directory(ext2, rtmp):
+    """The kernel indexes a big directory (htree, two levels at this size); umfuse-ext2 reads
+    it, removes from it and adds to it through libext2fs' htree insert, keeping it valid."""
+    img = ext2.image("ext4-4k", size="256M", extra=("-N", "70000"))
+    kmnt = rtmp / "k"
+    kmnt.mkdir()
+    run(["mount", "-o", "loop", img, kmnt])
+    try:
+        (kmnt / "big").mkdir()
+        run(["sh", "-c", f"cd {kmnt}/big && seq -f 'kernel-entry-%06g-with-some-length' 0 "
+                         f"{N - 1} | xargs touch"], timeout=300)
+    finally:
+        run(["umount", kmnt])
+    out = run(["debugfs", "-R", "htree /big", img], timeout=120).stdout
+    assert "Indirect levels: 1" in out or "Indirect levels: 2" in out, out[:500]
+    m = ext2.mount(img)
+    d = m.path / "big"
+    names = os.listdir(d)
+    assert len(names) == N
+    assert os.stat(d / "kernel-entry-012345-with-some-length").st_size == 0
+    for i in range(0, N, 2):
+        os.unlink(d / f"kernel-entry-{i:06d}-with-some-length")
+    for i in range(10_000):
+        (d / f"umfuse-{i}").write_bytes(b"u")
+    os.rename(d / "kernel-entry-000001-with-some-length", d / "renamed")
+    assert len(os.listdir(d)) == N // 2 + 10_000
+    m.unmount()
+    assert_clean(img)
+    run(["mount", "-o", "loop,ro", img, kmnt])
+    try:
+        names = set(os.listdir(kmnt / "big"))
+        assert len(names) == N // 2 + 10_000
+        assert {"renamed", "umfuse-9999", "kernel-entry-049999-with-some-length"} <= names
+        assert "kernel-entry-000000-with-some-length" not in names
+    finally:
+        run(["umount", kmnt])
