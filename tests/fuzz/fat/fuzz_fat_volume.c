@@ -1,5 +1,6 @@
 /* libFuzzer harness: a whole volume (fat_volume.c, fat_namespace.c, fat_file.c) on an image
- * held in memory. It is opened read-write, every directory is walked and every file read, then
+ * held in memory. It is opened read-write, every directory is walked, every entry's attributes
+ * (times, sizes, modes) taken as getattr takes them and every file read, then
  * files and directories are created, written, renamed and removed, and the volume is closed.
  * Errors are fine; crashes, hangs, leaks and sanitizer reports are not. */
 #include "block.h"
@@ -72,6 +73,10 @@ static void walk(struct fat_volume *vol, struct fat_node *dir, int depth)
 		bool exact;
 		walked++;
 		if (fat_vol_lookup(vol, dir, names[i], &child, &exact) == 0) {
+			struct stat st;
+			pthread_mutex_lock(&vol->lock);
+			vol_stat(vol, child, &st); /* dates and times as the entry has them */
+			pthread_mutex_unlock(&vol->lock);
 			if (child->is_dir) {
 				walk(vol, child, depth + 1);
 			} else {
@@ -106,6 +111,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (!vol)
 		return 0;
 	walked = 0;
+	struct statvfs sv;
+	vol_statfs(vol, &sv);
 	walk(vol, vol->root, 0);
 	struct fat_node *f, *d;
 	if (fat_vol_create(vol, vol->root, "A new file with a long name.txt", false, &f) == 0) {
