@@ -5,6 +5,7 @@
 #include "ondisk.h"
 
 #include <string.h>
+#include <sys/sysmacros.h>
 
 /* NM and SL flags */
 enum {
@@ -165,8 +166,13 @@ static void parse_entry(struct rr_info *rr, const uint8_t *e, struct continuatio
 			return;
 		}
 		rr->have |= RR_PN;
-		/* the two halves of the writer's dev_t, as Linux's glibc lays it out */
-		rr->rdev = (uint64_t)iso_le32(d) << 32 | iso_le32(d + 8);
+		/* Writers disagree on the two words: libisofs (xorriso) stores the high and low
+		   halves of glibc's 64-bit dev_t, so a high word of 0 is the rule and the low word
+		   holds the whole number; mkisofs/genisoimage store major and minor. A device
+		   number needs a high half only past major 4095 or minor 2^20, which real devices
+		   do not reach, so a nonzero high word means major and minor. */
+		uint32_t high = iso_le32(d), low = iso_le32(d + 8);
+		rr->rdev = high == 0 ? low : makedev(high, low);
 	} else if (SIG('S', 'L')) {
 		if (len < 1) {
 			corrupt(rr, "SL entry too short");

@@ -193,18 +193,26 @@ static int root_record(struct iso_image *img, const uint8_t *vd, struct iso_reco
 	return 0;
 }
 
-/* Rock Ridge: the SP entry opens the System Use area of the root's "." record. Returns true
- * and fills rr (the root's own attributes) when the tree has Rock Ridge. */
+/* The 14-byte CD-XA record that mkisofs -XA puts before the System Use entries ("XA" at 6). */
+#define XA_RECORD 14
+
+/* Rock Ridge: the SP entry opens the System Use area of the root's "." record, or follows its
+ * CD-XA record (then SP's LEN_SKP says to skip that record in every other one too). Returns
+ * true and fills rr (the root's own attributes) when the tree has Rock Ridge. */
 static bool detect_rock(struct iso_image *img, const struct iso_record *root, struct rr_info *rr)
 {
 	uint8_t sec[ISO_SECTOR];
 	struct iso_record dot;
 	uint64_t at = (uint64_t)root->extent * ISO_SECTOR;
 	if (iso_dev_read(img, sec, ISO_SECTOR, at) < 0 ||
-	    iso_record_parse(sec, ISO_SECTOR, at, &dot) < 0 || !iso_record_is_dot(&dot) ||
-	    dot.su_len < 7 || dot.su[0] != 'S' || dot.su[1] != 'P')
+	    iso_record_parse(sec, ISO_SECTOR, at, &dot) < 0 || !iso_record_is_dot(&dot))
 		return false;
-	if (!susp_parse(img, dot.su, dot.su_len, rr)) {
+	size_t sp = 0;
+	if (dot.su_len >= XA_RECORD + 7 && dot.su[6] == 'X' && dot.su[7] == 'A')
+		sp = XA_RECORD;
+	if (dot.su_len < sp + 7 || dot.su[sp] != 'S' || dot.su[sp + 1] != 'P')
+		return false;
+	if (!susp_parse(img, dot.su + sp, dot.su_len - sp, rr)) {
 		vo_warn("%s: the root's Rock Ridge entries are corrupt (%s): Rock Ridge ignored",
 			vo_block_name(img->dev), rr->corrupt);
 		return false;

@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sysmacros.h>
 
 static struct rr_info rr;
 
@@ -225,7 +226,16 @@ static void test_rock_ridge_attributes_names_and_links(void)
 	CHECK_EQ(rr.atime.tv_sec, 86400);
 	CHECK_STR(rr.name, "long-name");
 	CHECK_STR(rr.link, "/usr/local/..");
-	CHECK_EQ(rr.rdev, 0x10010301);
+	CHECK_EQ(major(rr.rdev), 259);
+	CHECK_EQ(minor(rr.rdev), 65537);
+	/* genisoimage's way: major and minor in the two words */
+	s.n = 0;
+	both32(pn, 1);
+	both32(pn + 8, 3);
+	put(&s, "PN", pn, sizeof pn);
+	CHECK(susp_parse(NULL, s.b, s.n, &rr));
+	CHECK_EQ(major(rr.rdev), 1);
+	CHECK_EQ(minor(rr.rdev), 3);
 }
 
 static void test_relocation_and_zisofs_entries(void)
