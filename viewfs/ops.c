@@ -60,8 +60,8 @@ static void vfs_init(void *userdata, struct fuse_conn_info *conn)
 		fs->writeback = false;
 	if (conn->capable & FUSE_CAP_SPLICE_WRITE)
 		conn->want |= FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE;
-	/* no splice for requests: the serving loop reads each request into memory, and small
-	 * requests (nearly all of them) are cheaper that way */
+	/* Requests are read into memory, not spliced: measured, splicing them bought nothing for
+	 * 1 MiB writes and costs a syscall on every small request. */
 	conn->want &= ~(unsigned)FUSE_CAP_SPLICE_READ;
 	if (conn->capable & FUSE_CAP_READDIRPLUS)
 		conn->want |= FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO;
