@@ -266,6 +266,21 @@ int copy_up(struct viewfs *fs, struct vnode *n, off_t keep)
 		rc = -errno;
 	if (rc == 0) {
 		tmp[0] = '\0';
+		/* Files already open on the original read the copy from now on: a later write
+		 * through another descriptor must not leave them reading stale data. dup2 swaps
+		 * the file under the descriptor number the handle holds, atomically. */
+		pthread_mutex_lock(&fs->table_lock);
+		for (struct vhandle *h = n->handles; h; h = h->next) {
+			if (h->layer != LOWER)
+				continue;
+			int nfd = openat(pfd, n->name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC |
+					 (h->direct ? O_DIRECT : 0));
+			if (nfd >= 0 && dup3(nfd, h->fd, O_CLOEXEC) >= 0)
+				h->layer = UPPER;
+			if (nfd >= 0)
+				close(nfd);
+		}
+		pthread_mutex_unlock(&fs->table_lock);
 		if (node_has_fd(n, LOWER)) {
 			/* a hard-linked original: keep reaching the copy by fd too */
 			node_set_fd(fs, n, UPPER, openat(pfd, n->name, O_PATH | O_NOFOLLOW | O_CLOEXEC));

@@ -213,3 +213,25 @@ def test_syncfs_after_deleting_written_files(cow):
                "libc = ctypes.CDLL(None, use_errno=True)\n"
                "result = [libc.syncfs(fd), ctypes.get_errno()]; os.close(fd)")
     assert r == [0, 0]
+
+
+def test_reader_open_before_copy_up_sees_the_new_data(cow):
+    """A file open for reading when another descriptor's write copies it up reads the copy
+    (no mix of original and new data)."""
+    r = cow.py("fd = os.open(P('f'), os.O_RDONLY); a = os.pread(fd, 10, 0)\n"
+               "w = os.open(P('f'), os.O_WRONLY); os.pwrite(w, b'NEW', 0); os.close(w)\n"
+               "import mmap\n"
+               "b = os.pread(fd, 10, 0); os.close(fd)\n"
+               "result = [a.decode(), b.decode()]")
+    assert r == ["0123456789", "NEW3456789"]
+
+
+def test_direct_reader_open_before_copy_up_sees_the_new_data(cow):
+    """The same with O_DIRECT, which bypasses the kernel's cache: the daemon itself must have
+    moved the open reader to the copy."""
+    r = cow.py("import mmap\n"
+               "fd = os.open(P('big'), os.O_RDONLY | os.O_DIRECT)\n"
+               "w = os.open(P('big'), os.O_WRONLY); os.pwrite(w, b'NEW', 0); os.fsync(w); os.close(w)\n"
+               "buf = mmap.mmap(-1, 4096); os.preadv(fd, [buf], 0); os.close(fd)\n"
+               "result = buf[:3].decode()")
+    assert r == "NEW"
