@@ -177,12 +177,16 @@ struct change {
 	enum layer fd_layer;
 };
 
-/* Setuid/setgid bits never go on a real file of the layer: they live in the record. */
+/* Setuid/setgid bits never go on a real file of the layer: they live in the record. A
+ * directory of the layer stays writable for its owner, the daemon (a copy-up into it must
+ * not fail because the view made it read-only); its mode in the view is in the record. */
 static mode_t real_mode_bits(struct viewfs *fs, struct vnode *n, enum layer l, mode_t mode)
 {
 	bool layer_copy = l == UPPER && fs_cowlike(fs);
 	if ((layer_copy || fs->vstat) && !S_ISDIR(n->type))
 		mode &= ~(mode_t)(S_ISUID | S_ISGID);
+	if (layer_copy && S_ISDIR(n->type))
+		mode |= 0700;
 	return mode & 07777;
 }
 

@@ -235,3 +235,14 @@ def test_direct_reader_open_before_copy_up_sees_the_new_data(cow):
                "buf = mmap.mmap(-1, 4096); os.preadv(fd, [buf], 0); os.close(fd)\n"
                "result = buf[:3].decode()")
     assert r == "NEW"
+
+
+def test_read_only_directory_in_cow_still_takes_copies(view):
+    """chmod 555 of a directory in the view, then an edit of an original file in it: the
+    copy-up must not fail on the layer's directory (the view's mode is in the record)."""
+    view.make({"d/f": "orig\n"})
+    view.mount("cow")
+    r = view.py("os.chmod(P('d'), 0o555); e = append('d/f', 'x');"
+                "result = [e, read('d/f'), st('d')['perm']]")
+    assert r == [None, "orig\nx", 0o555]
+    assert (view.layer / "d").stat().st_mode & 0o700 == 0o700
