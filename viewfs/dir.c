@@ -636,6 +636,10 @@ static int rename_locked(struct viewfs *fs, struct rename_op *op)
 	struct vnode *s = op->s, *d = op->d;
 	if (s == d)
 		return 0; /* two names of one file: nothing to do (POSIX) */
+	/* a file with several names: the one being renamed is the one a copy-up must copy */
+	if (!S_ISDIR(s->type) && (s->parent != op->p || strcmp(s->name, op->a) != 0) &&
+	    (rc = node_set_name(fs, s, op->p, op->a)) < 0)
+		return rc;
 	if (d && !exchange && d->parent == op->q && strcmp(d->name, op->b) == 0)
 		keep_object(fs, d);
 	if (d && !exchange) {

@@ -124,3 +124,14 @@ def test_original_hard_links_share_inode_in_the_view(view):
     view.mount("cow")
     r = view.py("append('a', 'x'); result = [st('a')['ino'] == st('b')['ino'], read('b')]")
     assert r == [True, "same\nx"]
+
+
+def test_rename_one_name_of_an_original_hard_link(view):
+    view.make({"x": "same\n"})
+    os.link(view.mnt / "x", view.mnt / "y")
+    view.mount("cow")
+    r = view.py("st('x'); st('y'); e = err(os.rename, P('y'), P('z'));"
+                "result = [e, ls(), read('z'), read('x')]")
+    assert r == [None, ["x", "z"], "same\n", "same\n"]
+    assert (view.layer / "z").read_text() == "same\n"
+    assert view.orig("y").exists()
