@@ -1,0 +1,484 @@
+"""Corrupted FAT images through the real umfuse-fat: at least 200 variants of FAT12, FAT16 and
+FAT32 images that mkfs.vfat made and mtools filled with a real tree, damaged deterministically
+(flipped bytes, zeroed sectors, truncated images, cluster chains and directory records pointing
+outside the volume or at themselves, impossible boot sectors).
+
+Each variant is mounted read-only and walked with bounded operations. umfuse-fat must either
+refuse it (exit 2, one line `umfuse-fat: cannot mount IMAGE: why`, nothing mounted) or serve it
+so that
+  * every file and directory whose bytes the damage did not reach (its entry, its chain, its
+    clusters, and those of its ancestors, as an independent reader of the image says) reads back
+    exactly as it was written, and every listing of such a directory is complete;
+  * everything else answers with data or EIO, never with a crash, a hang or another error;
+  * the image is bit for bit what it was (a read-only walk writes nothing);
+and it must mount every variant whose boot sector and root directory are intact. One variant in
+three is also mounted read-write and changed (create, write, mkdir, rename, truncate, unlink):
+errors are allowed, but the daemon must stay up, exit 0, and write nothing past the end of the
+file system (64 KiB of random bytes follow it in every image and must stay as they are).
+
+Variants of one kind run in parallel (one daemon each); every operation has a time bound, and a
+daemon that exceeds it is killed and the variant fails as a hang."""
+import errno
+import hashlib
+import os
+import random
+import shutil
+import stat
+import struct
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from conftest import make_fat, make_tree, viewos_bin  # noqa: F401
+from rellib import (DaemonPool, FatLayout, Hang, Intact, bounded, one_line_error,
+                    pwrite_file, sparse_copy)
+
+FAT = "umfuse-fat"
+SENTINEL = 64 * 1024
+FORMATS = {12: ("4M", 4), 16: ("16M", 1), 32: ("36M", 1)}  # size, sectors per cluster
+KINDS = ["flipped_bytes", "zeroed_sectors", "truncated", "chains", "records", "boot_sector"]
+WORKERS = 3
+OP_TIMEOUT = 30  # seconds for a whole walk or write session; far above what one takes
+ALLOWED_READ_ERRORS = {errno.EIO}
+ALLOWED_WRITE_ERRORS = {errno.EIO, errno.ENOSPC, errno.ENOENT, errno.EEXIST, errno.ENOTDIR,
+                        errno.EISDIR, errno.ENOTEMPTY}
+
+
+def mtools(*args):
+    env = dict(os.environ, MTOOLS_SKIP_CHECK="1", LC_ALL="C.UTF-8")
+    import subprocess
+    subprocess.run([str(a) for a in args], check=True, capture_output=True, env=env)
+
+
+class Base:
+    """A FAT image made by mkfs.vfat, filled by mcopy from a real tree, with SENTINEL random
+    bytes after the file system; its bytes, its layout and its tree."""
+
+    def __init__(self, workdir, fat):
+        size, spc = FORMATS[fat]
+        self.fat = fat
+        self.src = make_tree(workdir / f"src{fat}", nfiles=24, seed=fat, symlinks=False,
+                             hardlinks=False)
+        self.path = Path(make_fat(workdir / f"base{fat}.img", fat=fat, size=size,
+                                  cluster_sectors=spc))
+        for entry in sorted(os.listdir(self.src)):
+            mtools("mcopy", "-s", "-i", self.path, self.src / entry, "::")
+        with open(self.path, "ab") as f:
+            f.write(random.Random(fat).randbytes(SENTINEL))
+        self.data = self.path.read_bytes()
+        self.layout = FatLayout(self.data)
+        assert self.layout.type == fat
+        self.tree = self.layout.tree()
+        # the independent reader sees the tree that was copied in, name for name
+        on_disk = {p for p in self.tree if p}
+        in_src = {str(p.relative_to(self.src)) for p in self.src.rglob("*")}
+        assert on_disk == in_src, on_disk ^ in_src
+        self.contents = {p: (self.src / p).read_bytes() for p, n in self.tree.items()
+                         if p and not n.is_dir}
+        self.children = {p: sorted(c.path.rsplit("/", 1)[-1] for c in self.tree.values()
+                                   if c.parent is n) for p, n in self.tree.items() if n.is_dir}
+
+
+# --------------------------------------------------------------------------- variants
+
+class Variant:
+    def __init__(self, name, patches=(), truncate=None):
+        self.name, self.patches, self.truncate = name, list(patches), truncate
+        self.rw = False
+
+
+def regions(base):
+    """Where the metadata lies: (name, offset, length)."""
+    L = base.layout
+    used_fat = (max(c for n in base.tree.values() for c in n.chain) + 2) * L.type // 8 + 2
+    out = [("boot", 0, 512), ("fat0", L.fat_offset, min(L.fatsz, used_fat)),
+           ("fat1", L.fat_offset + L.fatsz, min(L.fatsz, used_fat))]
+    out += [("root", off, n) for off, n in base.tree[""].regions]
+    for node in base.tree.values():
+        if node.is_dir and node.path:
+            out += [(f"dir {node.path}", off, n) for off, n in node.regions]
+    if L.type == 32:
+        out.append(("fsinfo", L.fsinfo * L.bps, 512))
+    return out
+
+
+def short_entry(node):
+    lo, n = node.entry[0]
+    return lo + n - 32
+
+
+def fat_variants(base, kind):
+    rnd = random.Random(f"{base.fat}-{kind}")
+    L, tree = base.layout, base.tree
+    files = sorted((n for n in tree.values() if not n.is_dir and n.chain), key=lambda n: n.path)
+    multi = [n for n in files if len(n.chain) >= 2]
+    dirs = sorted((n for n in tree.values() if n.is_dir and n.path), key=lambda n: n.path)
+    lfn_nodes = [n for n in tree.values() if n.path and n.entry[0][1] > 32]
+    out = []
+    v = out.append
+    bad, eoc = L.bad(), {12: 0xFFF, 16: 0xFFFF, 32: 0x0FFFFFFF}[L.type]
+    far = {12: 0xFF0, 16: 0xFFF0, 32: 0x0FFFFFF0}[L.type]
+    if kind == "flipped_bytes":
+        regs = regions(base)
+        for i in range(20):
+            name, off, n = rnd.choice(regs)
+            count = rnd.choice([1, 1, 2, 4, 8])
+            patches = []
+            for _ in range(count):
+                at = off + rnd.randrange(n)
+                patches.append((at, bytes([base.data[at] ^ rnd.randrange(1, 256)])))
+            v(Variant(f"{count} byte(s) flipped in {name}", patches))
+    elif kind == "zeroed_sectors":
+        zero = bytes(512)
+        used = regions(base)[1]
+        sub = dirs[0].regions[0][0]
+        places = [("the boot sector", 0), ("the first FAT sector", L.fat_offset),
+                  ("a FAT sector in use", used[1] + 512 * rnd.randrange(max(1, used[2] // 512))),
+                  ("the second FAT's first sector", L.fat_offset + L.fatsz),
+                  ("the root directory's first sector", tree[""].regions[0][0]),
+                  ("a subdirectory's first sector", sub),
+                  ("a file's first data sector", multi[0].regions[0][0]),
+                  ("the last sector of the volume", L.total - 512),
+                  ("a random data sector", L.data_offset + 512 * rnd.randrange(
+                      (L.total - L.data_offset) // 512))]
+        if L.type == 32:
+            places += [("the FSInfo sector", L.fsinfo * L.bps), ("the backup boot sector",
+                                                                 6 * L.bps)]
+        else:
+            places += [("the root directory's second sector", tree[""].regions[0][0] + 512),
+                       ("the reserved sectors after the boot sector", 512 if L.reserved > 1
+                        else L.fat_offset + 1024)]
+        for what, off in places:
+            v(Variant(f"zeroed {what}", [(off, zero)]))
+    elif kind == "truncated":
+        for what, size in [("to nothing", 0), ("inside the boot sector", 300),
+                           ("after the boot sector", 512),
+                           ("inside the FAT", L.fat_offset + L.fatsz // 2),
+                           ("where the data starts", L.data_offset),
+                           ("in the middle of the data", (L.data_offset + L.total) // 2),
+                           ("one sector short", L.total - 512),
+                           ("inside the bytes after the volume", L.total + 4096)]:
+            v(Variant(f"truncated {what}", truncate=size))
+    elif kind == "chains":
+        f, g = multi[0], multi[-1]
+        d = dirs[0]
+        free = next(c for c in range(2, L.clusters + 2) if L.get(c) == 0)
+        cases = [
+            ("a chain looping on itself", L.set_entry_bytes(f.chain[1], f.chain[1])),
+            ("a chain looping back to its start", L.set_entry_bytes(f.chain[-1], f.chain[0])),
+            ("a chain leaving the volume by one", L.set_entry_bytes(f.chain[0], L.clusters + 2)),
+            ("a chain pointing far outside", L.set_entry_bytes(f.chain[0], far)),
+            ("a chain reaching a free cluster", L.set_entry_bytes(f.chain[0], 0)),
+            ("a chain reaching a bad cluster", L.set_entry_bytes(f.chain[0], bad)),
+            ("a chain reaching reserved cluster 1", L.set_entry_bytes(f.chain[0], 1)),
+            ("two files sharing clusters", L.set_entry_bytes(f.chain[0], g.chain[0])),
+            ("a chain ending before the size", L.set_entry_bytes(f.chain[0], eoc)),
+            ("a chain longer than the size", L.set_entry_bytes(f.chain[-1], free)
+             + L.set_entry_bytes(free, eoc)),
+            ("a directory chain looping on itself", L.set_entry_bytes(d.chain[0], d.chain[0])),
+            ("a directory chain leaving the volume", L.set_entry_bytes(d.chain[-1], far)),
+        ]
+        if L.type == 32:
+            r = tree[""].chain
+            cases.append(("the root directory chain looping on itself",
+                          L.set_entry_bytes(r[-1], r[0])))
+        for what, patches in cases:
+            v(Variant(what, patches))
+    elif kind == "records":
+        f, d = multi[0], dirs[-1]
+        fe, de = short_entry(f), short_entry(d)
+        parent_first = d.parent.first if d.parent.path else (L.root_cluster if L.type == 32 else 0)
+
+        def first(entry, c):
+            p = [(entry + 26, struct.pack("<H", c & 0xFFFF))]
+            if L.type == 32:
+                p.append((entry + 20, struct.pack("<H", c >> 16)))
+            return p
+        lfn = lfn_nodes[0].entry[0][0]
+        dotdot = d.regions[0][0] + 32
+        mid = tree[""].regions[0][0] + 32 * 3
+        cases = [
+            ("a file's first cluster far outside", first(fe, far)),
+            ("a file's first cluster 1", first(fe, 1)),
+            ("a file's first cluster just past the volume", first(fe, L.clusters + 2)),
+            ("a directory pointing at the directory that holds it", first(de, parent_first)),
+            ("a directory whose first cluster is 0", first(de, 0)),
+            ("a subdirectory that contains itself (its '..' renamed LOOP)",
+             [(dotdot, b"LOOP       ")] + first(dotdot, d.first)),
+            ("a file of 4 GiB - 1", [(fe + 28, struct.pack("<I", 0xFFFFFFFF))]),
+            ("a file larger than its chain",
+             [(fe + 28, struct.pack("<I", f.size + 10 * L.cluster_size))]),
+            ("a file marked as a directory", [(fe + 11, b"\x10")]),
+            ("a directory marked as a file", [(de + 11, b"\x20")]),
+            ("a long name with a wrong checksum",
+             [(lfn + 13, bytes([base.data[lfn + 13] ^ 0x5A]))]),
+            ("a long name out of sequence", [(lfn, bytes([0x40 | 0x15]))]),
+            ("a short name with '/' and NUL bytes, its long name deleted",
+             [(fe, b"A/B\0C   X/\0")] + [(o, b"\xE5") for o in range(f.entry[0][0], fe, 32)]),
+            ("an end mark in the middle of the root directory", [(mid, b"\0")]),
+            ("a volume label attribute on a file", [(fe + 11, b"\x08")]),
+        ]
+        for what, patches in cases:
+            v(Variant(what, patches))
+    elif kind == "boot_sector":
+        total_field = (19, "<H") if struct.unpack_from("<H", base.data, 19)[0] else (32, "<I")
+        total = struct.unpack_from(total_field[1], base.data, total_field[0])[0]
+        cases = [
+            ("bytes per sector 0", [(11, struct.pack("<H", 0))]),
+            ("bytes per sector 1000", [(11, struct.pack("<H", 1000))]),
+            ("bytes per sector 4096", [(11, struct.pack("<H", 4096))]),
+            ("sectors per cluster 0", [(13, b"\0")]),
+            ("sectors per cluster 128", [(13, b"\x80")]),
+            ("no reserved sectors", [(14, struct.pack("<H", 0))]),
+            ("no FAT", [(16, b"\0")]),
+            ("four FATs", [(16, b"\x04")]),
+            ("twice the sectors there are",
+             [(total_field[0], struct.pack(total_field[1], min(total * 2, 0xFFFF)
+                                           if total_field[1] == "<H" else total * 2))]),
+            ("no boot signature nor jump", [(0, b"\0\0\0"), (510, b"\0\0")]),
+            ("media byte 0", [(21, b"\0")]),
+        ]
+        if L.type == 32:
+            cases += [("a FAT of 2^32-1 sectors", [(36, struct.pack("<I", 0xFFFFFFFF))]),
+                      ("the root directory at cluster 0xFFFFFFFF",
+                       [(44, struct.pack("<I", 0xFFFFFFFF))]),
+                      ("mirroring off, active FAT 3", [(40, struct.pack("<H", 0x83))]),
+                      ("the FSInfo sector at 0xFFFE", [(48, struct.pack("<H", 0xFFFE))])]
+        else:
+            cases += [("a FAT of 65535 sectors", [(22, struct.pack("<H", 0xFFFF))]),
+                      ("65535 root directory entries", [(17, struct.pack("<H", 0xFFFF))]),
+                      ("no root directory entries", [(17, struct.pack("<H", 0))])]
+        for what, patches in cases:
+            v(Variant(what, patches))
+    for i, var in enumerate(out):
+        var.rw = i % 3 == 1
+    return out
+
+
+# --------------------------------------------------------------------------- checking one
+
+def read_all(path, limit):
+    with open(path, "rb", buffering=0) as f:
+        out = bytearray()
+        while len(out) < limit:
+            chunk = f.read(min(1 << 20, limit - len(out)))
+            if not chunk:
+                break
+            out += chunk
+        return bytes(out)
+
+
+def walk_read_only(mnt, base, intact):
+    """The checks of a read-only mount; returns failures (strings)."""
+    failures = []
+    for path, node in base.tree.items():
+        if not intact.contents(node):
+            continue
+        intact.checked += 1
+        p = mnt / path
+        try:
+            if node.is_dir:
+                got = sorted(os.listdir(p))
+                if got != base.children[path]:
+                    failures.append(f"intact directory '{path}' lists {got}, "
+                                    f"not {base.children[path]}")
+            else:
+                data = read_all(p, node.size + 1)
+                if data != base.contents[path]:
+                    failures.append(f"intact file '{path}' reads back {len(data)} bytes that "
+                                    f"differ from the {node.size} written")
+        except OSError as e:
+            failures.append(f"intact '{path}': {e}")
+    # everything else: data or EIO, within bounds
+    budget = [400]
+    todo = [(mnt, 0)]
+    while todo and budget[0] > 0:
+        d, depth = todo.pop()
+        try:
+            names = os.listdir(d)
+        except OSError as e:
+            if e.errno not in ALLOWED_READ_ERRORS:
+                failures.append(f"listing {d.relative_to(mnt)}: {e}")
+            continue
+        for name in names[:100]:
+            budget[0] -= 1
+            p = d / name
+            try:
+                st = os.lstat(p)
+                if stat.S_ISDIR(st.st_mode):
+                    if depth < 5:
+                        todo.append((p, depth + 1))
+                else:
+                    read_all(p, 256 * 1024)
+            except OSError as e:
+                if e.errno not in ALLOWED_READ_ERRORS:
+                    failures.append(f"{p.relative_to(mnt)}: {e}")
+    return failures
+
+
+def write_session(mnt):
+    """Changes through a read-write mount of a damaged image; returns failures."""
+    failures = []
+
+    def attempt(what, fn):
+        try:
+            fn()
+        except OSError as e:
+            if e.errno not in ALLOWED_WRITE_ERRORS:
+                failures.append(f"{what}: {e}")
+
+    def write_new():
+        fd = os.open(mnt / "a new file.txt", os.O_CREAT | os.O_WRONLY, 0o644)
+        try:
+            os.write(fd, bytes(range(256)) * 400)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    attempt("create and write", write_new)
+    attempt("mkdir", lambda: os.mkdir(mnt / "a new dir"))
+    attempt("rename", lambda: os.rename(mnt / "a new file.txt", mnt / "a new dir" / "moved"))
+    found = []
+    try:
+        for dirpath, dirnames, filenames in os.walk(mnt):
+            found += [Path(dirpath) / f for f in filenames]
+            dirnames[:] = dirnames[:3]
+            if len(found) > 12 or dirpath.count("/") > str(mnt).count("/") + 3:
+                break
+    except OSError as e:
+        if e.errno not in ALLOWED_READ_ERRORS:
+            failures.append(f"walk: {e}")
+    for p in found[:3]:
+        attempt(f"truncate {p.name}", lambda: os.truncate(p, 10))
+    for p in found[3:6]:
+        attempt(f"unlink {p.name}", lambda: os.unlink(p))
+    attempt("listing", lambda: os.listdir(mnt))
+    return failures
+
+
+def run_variant(pool, base, var, workdir, mnt):
+    """Mount, check and unmount one variant; returns failures."""
+    try:
+        return check_variant(pool, base, var, workdir, mnt)
+    except Hang as e:
+        return [f"{var.name}: {e}"]
+
+
+def check_variant(pool, base, var, workdir, mnt):
+    img = workdir / f"v{threading.get_ident()}.img"
+    sparse_copy(base.path, img)
+    for off, data in var.patches:
+        pwrite_file(img, off, data)
+    if var.truncate is not None:
+        os.truncate(img, var.truncate)
+    vdata = img.read_bytes()
+    digest = hashlib.sha256(vdata).hexdigest()
+    L = base.layout
+    intact = Intact(L, base.tree, vdata)
+    intact.checked = 0
+    must_mount = intact.boot_ok and len(vdata) >= L.total
+    failures = []
+    d = pool.new(FAT, ["-o", "ro", img, mnt], mnt)
+    if not d.start():
+        status, text = d.proc.returncode, d.stderr()
+        if must_mount:
+            failures.append(f"refused an image whose boot sector and root are intact: {text}")
+        if status != 2 or not one_line_error(text, FAT, img):
+            failures.append(f"refusal with status {status} and output {text!r}")
+    else:
+        try:
+            failures += bounded(lambda: walk_read_only(mnt, base, intact), OP_TIMEOUT, d.kill,
+                                "the read-only walk")
+        except Hang as e:
+            failures.append(str(e))
+        if d.alive():
+            status = d.stop()
+            if status != 0:
+                failures.append(f"exit status {status} after a read-only walk: {d.stderr()}")
+        else:
+            failures.append(f"the daemon died (status {d.proc.returncode}): {d.stderr()}")
+    if d.sanitizer_report():
+        failures.append(f"sanitizer report: {d.sanitizer_report()}")
+    if hashlib.sha256(img.read_bytes()).hexdigest() != digest:
+        failures.append("a read-only mount changed the image")
+    if var.rw and not failures:
+        geometry_same = vdata[11:13] == base.data[11:13] and vdata[19:21] == base.data[19:21] \
+            and vdata[32:36] == base.data[32:36]
+        d = pool.new(FAT, ["-o", "rw", img, mnt], mnt)
+        if d.start():
+            try:
+                failures += bounded(lambda: write_session(mnt), OP_TIMEOUT, d.kill,
+                                    "the write session")
+            except Hang as e:
+                failures.append(str(e))
+            if d.alive():
+                status = d.stop()
+                if status != 0:
+                    failures.append(f"exit status {status} after writes: {d.stderr()}")
+            else:
+                failures.append(f"the daemon died while writing (status {d.proc.returncode}):"
+                                f" {d.stderr()}")
+            if d.sanitizer_report():
+                failures.append(f"sanitizer report: {d.sanitizer_report()}")
+        after = img.read_bytes()
+        if len(after) != len(vdata):
+            failures.append(f"the image changed size from {len(vdata)} to {len(after)}")
+        elif geometry_same and after[L.total:] != vdata[L.total:]:
+            failures.append("bytes after the end of the file system were written")
+    img.unlink()
+    return [f"{var.name}: {f}" for f in failures]
+
+
+@pytest.fixture(scope="module")
+def fat_bases(tmp_path_factory):
+    workdir = Path(tempfile.mkdtemp(prefix="viewos-corrupt-fat.", dir="/dev/shm"))
+    cache = {}
+
+    def get(fat):
+        if fat not in cache:
+            cache[fat] = Base(workdir, fat)
+        return cache[fat]
+
+    yield get, workdir
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+VARIANTS_RUN = {}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("fat", [12, 16, 32])
+def test_corrupted_fat_image_is_refused_or_served_safely(fat_bases, tmp_path, fat, kind):
+    get, workdir = fat_bases
+    base = get(fat)
+    variants = fat_variants(base, kind)
+    assert len(variants) >= 8
+    pool = DaemonPool(tmp_path)
+    mnts = []
+    for i in range(WORKERS):
+        m = tmp_path / f"mnt{i}"
+        m.mkdir()
+        mnts.append(m)
+    free = list(mnts)
+    lock = threading.Lock()
+
+    def one(var):
+        with lock:
+            mnt = free.pop()
+        try:
+            return run_variant(pool, base, var, workdir, mnt)
+        finally:
+            with lock:
+                free.append(mnt)
+
+    try:
+        with ThreadPoolExecutor(WORKERS) as ex:
+            results = list(ex.map(one, variants))
+    finally:
+        pool.cleanup()
+    VARIANTS_RUN[(fat, kind)] = len(variants)
+    failures = [f for r in results for f in r]
+    assert not failures, "\n".join(failures)
