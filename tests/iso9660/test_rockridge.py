@@ -179,7 +179,7 @@ def test_images_made_by_genisoimage(tmp_path, mounts, xa):
     (which libarchive 3.6 cannot see past: it shows the plain names)."""
     src = rich_tree(tmp_path / "src")
     # genisoimage writes broken SL entries for a target longer than one entry (component
-    # lengths that overrun their entry): test_corrupt.py covers such entries
+    # lengths that overrun their entry): test_iso_corrupt.py covers such entries
     (src / "link-long").unlink()
     iso = tmp_path / "g.iso"
     run(["genisoimage", "-quiet", "-R", *xa, "-o", iso, src])
