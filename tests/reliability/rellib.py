@@ -161,15 +161,17 @@ class Daemon:
             pass
         return "\n".join(out)
 
-    def kill(self, sig=signal.SIGKILL):
-        """Kill it (a crash test, or a hang); the dead mount is removed."""
+    def kill(self, sig=signal.SIGKILL, unmount=True):
+        """Kill it (a crash test, or a hang) and remove the dead mount. unmount=False leaves the
+        dead mount in place: whoever still uses it gets ENOTCONN, where after the unmount
+        the same paths would quietly reach the directory underneath."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
                 pass
-        if in_mountinfo(self.mountpoint):
+        if unmount and in_mountinfo(self.mountpoint):
             force_unmount(self.mountpoint)
 
 
