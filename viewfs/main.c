@@ -52,8 +52,8 @@ int main(int argc, char **argv)
 	int status = viewfs_open_dirs(&cfg, source, mountpoint, &layer_fd, &lower_fd);
 	if (status == VO_EXIT_OK) {
 		vo_detach_begin(&cl);
-		struct viewfs *fs = viewfs_new(&cfg, lower_fd, layer_fd, cl.readonly, mountpoint,
-						&status);
+		struct viewfs *fs = viewfs_new(&cfg, lower_fd, layer_fd, cl.readonly, source,
+						mountpoint, &status);
 		if (fs) {
 			status = viewfs_run(fs, &cl, source, mountpoint);
 			viewfs_free(fs);

@@ -96,12 +96,12 @@ static void note_mountpoint(struct viewfs *fs, const char *mountpoint, int lower
 }
 
 struct viewfs *viewfs_new(struct viewfs_config *cfg, int lower_fd, int layer_fd, bool readonly,
-			  const char *mountpoint, int *status)
+			  const char *source, const char *mountpoint, int *status)
 {
 	*status = VO_EXIT_SOURCE;
 	struct stat lst, ust;
 	if (fstat(lower_fd, &lst) < 0 || fstat(layer_fd, &ust) < 0) {
-		vo_error("cannot use the layer: %s", strerror(errno));
+		vo_error("cannot use layer %s: %s", source, strerror(errno));
 		return NULL;
 	}
 	struct viewfs *fs = calloc(1, sizeof *fs);
@@ -173,7 +173,8 @@ struct viewfs *viewfs_new(struct viewfs_config *cfg, int lower_fd, int layer_fd,
 				   : vfs_ino(fs, ust.st_dev, ust.st_ino);
 	rc = meta_init(fs);
 	if (rc < 0) {
-		vo_error("cannot set up the layer metadata %s: %s", META_NAME, strerror(-rc));
+		vo_error("cannot set up the layer metadata %s/%s: %s", source, META_NAME,
+			 strerror(-rc));
 		/* the fds stay the caller's on failure */
 		root->fd[LOWER] = root->fd[UPPER] = -1;
 		viewfs_free(fs);

@@ -21,9 +21,10 @@ struct viewfs;
  * directory fds (O_PATH is enough); on success the result owns them. mountpoint (its path, or
  * NULL when the layer cannot contain it) lets the view leave out its own mount point, so that
  * a layer containing it (SOURCE=/ on /unreal) never leads the daemon into its own mount.
- * Creates SOURCE/.- in cow and mincow. NULL after a one-line error; *status is the exit code. */
+ * source is SOURCE's name for messages. Creates SOURCE/.- in cow and mincow. NULL after a
+ * one-line error; *status is the exit code. */
 struct viewfs *viewfs_new(struct viewfs_config *cfg, int lower_fd, int layer_fd, bool readonly,
-			  const char *mountpoint, int *status);
+			  const char *source, const char *mountpoint, int *status);
 void viewfs_free(struct viewfs *fs);
 
 const struct fuse_lowlevel_ops *viewfs_ops(void);

@@ -88,7 +88,8 @@ def test_source_inside_mountpoint_allowed_under_except(view):
 def test_unwritable_layer_for_cow(view):
     os.chown(view.layer, 0, 0)
     r = viewfs("-o", "cow", view.layer, view.mnt, user=view.user)
-    assert_one_line_error(r, 2, "cannot set up the layer metadata", "Permission denied")
+    assert_one_line_error(r, 2, f"cannot set up the layer metadata {view.layer}/.-",
+                          "Permission denied")
     assert not mounted_at(view.mnt)
     # move needs no metadata: a read-only layer is fine
     m = view.mount("move")
