@@ -109,6 +109,7 @@ struct vhandle {
 
 struct viewfs {
 	struct viewfs_config *cfg;
+	char *source;          /* SOURCE as given, for messages */
 	int mode;
 	bool vstat, wok, readonly, writeback;
 	double timeout;

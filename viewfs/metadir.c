@@ -346,7 +346,7 @@ void report_corrupt(struct viewfs *fs, struct vnode *d, const char *name, const 
 		parts[np++] = n->name;
 	while (np-- > 0 && len < sizeof path)
 		len += (size_t)snprintf(path + len, sizeof path - len, "%s/", parts[np]);
-	vo_error("corrupt layer record %s/%s%s\\x7f: %s", META_NAME, path, name, why);
+	vo_error("corrupt layer record %s/%s/%s%s\\x7f: %s", fs->source, META_NAME, path, name, why);
 }
 
 static int load_record(struct viewfs *fs, struct vnode *d, struct metadir *m,

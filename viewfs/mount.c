@@ -110,6 +110,7 @@ struct viewfs *viewfs_new(struct viewfs_config *cfg, int lower_fd, int layer_fd,
 		return NULL;
 	}
 	fs->cfg = cfg;
+	fs->source = strdup(source ? source : "SOURCE");
 	fs->mode = cfg->mode;
 	fs->vstat = cfg->vstat;
 	fs->wok = cfg->wok;
@@ -202,6 +203,7 @@ void viewfs_free(struct viewfs *fs)
 		close(fs->work_fd);
 	except_free(fs->except_root);
 	free(fs->mp_name);
+	free(fs->source);
 	pthread_rwlock_destroy(&fs->ns_lock);
 	pthread_mutex_destroy(&fs->meta_lock);
 	pthread_mutex_destroy(&fs->table_lock);

@@ -120,7 +120,8 @@ def test_corrupt_record_gives_eio_for_that_entry_only(view):
     assert (view.layer / ".-" / "bad\x7f").read_text() == "mode=banana\n"  # left alone
     view.unmount()
     lines = [ln for ln in m.stderr().splitlines() if "corrupt" in ln]
-    assert lines and lines[0].startswith("viewfs: corrupt layer record .-/bad\\x7f: line 1: bad mode")
+    assert lines and lines[0] == (f"viewfs: corrupt layer record {view.layer}/.-/bad\\x7f: "
+                                  "line 1: bad mode")
 
 
 def test_copy_up_is_atomic_when_the_daemon_is_killed(view):
