@@ -70,6 +70,7 @@ struct metadir {
 };
 
 struct vhandle;
+struct dirhandle;
 
 struct vnode {
 	struct vnode *hnext;   /* hash chain, keyed by ino */
@@ -125,6 +126,7 @@ struct viewfs {
 	pthread_mutex_t table_lock;
 	struct vnode **table;
 	struct vnode *all;
+	struct dirhandle *dirhandles;
 	size_t table_size, table_count;
 	pthread_mutex_t inum_lock;
 	dev_t inum_class[256]; /* st_dev per class (inum.c) */
@@ -289,6 +291,7 @@ void attr_ops(struct fuse_lowlevel_ops *ops);
 /* --- dir.c, readdir.c, xattr.c, file.c --- */
 void dir_ops(struct fuse_lowlevel_ops *ops);
 void readdir_ops(struct fuse_lowlevel_ops *ops);
+void readdir_free_all(struct viewfs *fs);
 void xattr_ops(struct fuse_lowlevel_ops *ops);
 void file_ops(struct fuse_lowlevel_ops *ops);
 /* Is the directory empty as the view shows it? 1 yes, 0 no, -errno. */

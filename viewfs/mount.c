@@ -189,6 +189,7 @@ void viewfs_free(struct viewfs *fs)
 {
 	if (!fs)
 		return;
+	readdir_free_all(fs);
 	if (fs->table)
 		node_table_free(fs);
 	if (fs->root) {

@@ -28,6 +28,7 @@ struct dent {
 };
 
 struct dirhandle {
+	struct dirhandle *prev, *next; /* every open listing, freed at unmount if need be */
 	pthread_mutex_t lock;
 	struct dent *ents;
 	size_t n, cap;
@@ -300,6 +301,21 @@ int dir_empty_in_view(struct viewfs *fs, struct vnode *d)
 
 /* ------------------------------------------------------------------ the operations */
 
+static void dirhandle_free(struct viewfs *fs, struct dirhandle *dh)
+{
+	pthread_mutex_lock(&fs->table_lock);
+	if (dh->prev)
+		dh->prev->next = dh->next;
+	else
+		fs->dirhandles = dh->next;
+	if (dh->next)
+		dh->next->prev = dh->prev;
+	pthread_mutex_unlock(&fs->table_lock);
+	dh_clear(dh);
+	pthread_mutex_destroy(&dh->lock);
+	free(dh);
+}
+
 static void vfs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	(void)ino;
@@ -308,12 +324,17 @@ static void vfs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
+	struct viewfs *fs = fuse_req_userdata(req);
 	pthread_mutex_init(&dh->lock, NULL);
+	pthread_mutex_lock(&fs->table_lock);
+	dh->next = fs->dirhandles;
+	if (dh->next)
+		dh->next->prev = dh;
+	fs->dirhandles = dh;
+	pthread_mutex_unlock(&fs->table_lock);
 	fi->fh = (uint64_t)(uintptr_t)dh;
-	if (fuse_reply_open(req, fi) == -ENOENT) {
-		pthread_mutex_destroy(&dh->lock);
-		free(dh);
-	}
+	if (fuse_reply_open(req, fi) == -ENOENT)
+		dirhandle_free(fs, dh);
 }
 
 static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -397,11 +418,15 @@ static void vfs_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t o
 static void vfs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	(void)ino;
-	struct dirhandle *dh = (struct dirhandle *)(uintptr_t)fi->fh;
-	dh_clear(dh);
-	pthread_mutex_destroy(&dh->lock);
-	free(dh);
+	dirhandle_free(fuse_req_userdata(req), (struct dirhandle *)(uintptr_t)fi->fh);
 	fuse_reply_err(req, 0);
+}
+
+void readdir_free_all(struct viewfs *fs)
+{
+	/* after unmount: listings whose release never arrived */
+	while (fs->dirhandles)
+		dirhandle_free(fs, fs->dirhandles);
 }
 
 static void vfs_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
