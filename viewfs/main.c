@@ -15,8 +15,10 @@
  *   - POSIX and flock locks are the kernel's own (FUSE keeps them for the processes of the
  *     view); they do not reach processes that use the original directly, which a private view
  *     does not need and which a multi-threaded daemon could only fake with one lock owner.
- *   - A root daemon serving other users (allow_other) acts with its own credentials, as
- *     View-OS did inside umview; add default_permissions so the kernel checks permissions.
+ *   - The daemon acts with its own credentials for every caller, as View-OS did inside
+ *     umview (no per-request credential switching). Run by root with allow_other it therefore
+ *     mounts with default_permissions, so the kernel checks each caller against the view's
+ *     owners and modes.
  *   - The layer must not be changed behind the daemon's back while mounted (as with overlayfs):
  *     its metadata is cached. The original may change; the view sees it after the cache
  *     timeout (-o timeout, default 1 s).

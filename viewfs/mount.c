@@ -212,10 +212,24 @@ void viewfs_free(struct viewfs *fs)
 	free(fs);
 }
 
+static bool has_arg(const struct vo_cmdline *cl, const char *word)
+{
+	for (int i = 0; i < cl->fuse_args.argc; i++)
+		if (strstr(cl->fuse_args.argv[i], word))
+			return true;
+	return false;
+}
+
 struct fuse_session *viewfs_mount(struct viewfs *fs, struct vo_cmdline *cl, const char *fsname,
 				  const char *mountpoint)
 {
-	fs->se = vo_mount(cl, fsname, mountpoint, viewfs_ops(), fs, NULL);
+	/* The daemon does every real operation with its own credentials. Run by root for other
+	 * users (allow_other), that would let any of them read what only root may: the kernel
+	 * then checks permissions against the view's owners and modes. */
+	const char *extra = NULL;
+	if (geteuid() == 0 && has_arg(cl, "allow_other") && !has_arg(cl, "default_permissions"))
+		extra = "default_permissions";
+	fs->se = vo_mount(cl, fsname, mountpoint, viewfs_ops(), fs, extra);
 	return fs->se;
 }
 

@@ -251,3 +251,19 @@ def test_concurrent_namespace_changes_stress(view):
     assert r == [True, []]
     view.remount("cow")
     assert view.py("result = len(ls('s'))") == 6
+
+
+def test_root_daemon_for_other_users_checks_permissions(utmp, mounts, user):
+    """viewfs run by root with allow_other: another user may not read root's 0600 file
+    through it (default_permissions is added), but may read what they could anyway."""
+    mnt, layer = utmp / "mnt", utmp / "layer"
+    mnt.mkdir()
+    layer.mkdir()
+    (mnt / "secret").write_text("s\n")
+    os.chmod(mnt / "secret", 0o600)
+    (mnt / "public").write_text("p\n")
+    mounts.start("viewfs", "-o", "cow,allow_other", layer, mnt, mountpoint=mnt)
+    assert "default_permissions" in mounted_at(mnt)
+    r = run(["cat", mnt / "secret"], user=user, check=False)
+    assert r.returncode != 0 and "Permission denied" in r.stderr
+    assert run(["cat", mnt / "public"], user=user).stdout == "p\n"
