@@ -174,11 +174,13 @@ int viewfs_serve(struct fuse_session *se, unsigned max_threads)
 		return -EIO;
 	}
 
-	/* Wait for the end: a worker finishing (unmount), or a signal ending the session. */
-	for (;;) {
-		if (sem_wait(&l.finished) == 0)
-			break;
-		if (errno == EINTR && fuse_session_exited(se))
+	/* Wait for the end: a worker finishing (unmount), or a signal ending the session (also
+	 * one that came before this wait began: hence the timeout). */
+	while (!fuse_session_exited(se)) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += 1;
+		if (sem_timedwait(&l.finished, &ts) == 0)
 			break;
 	}
 	end_session(&l, 0);
