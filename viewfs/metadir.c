@@ -9,7 +9,10 @@
  * is kept exact by the changes below instead of being re-read.
  *
  * A record's file name is its object's name plus byte 0x7F; when that would exceed 255 bytes
- * (a 255-byte name), it is 0x7F, 32 hex digits of a 128-bit FNV-1a hash of the name, and 0x7F. */
+ * (a 255-byte name), it is 0x7F, 32 hex digits of a 128-bit FNV-1a hash of the name, and 0x7F.
+ *
+ * The listing is a small chained hash of names, written here: a library container would not
+ * save code next to the flags and lazily parsed records each name carries. */
 #include "fs.h"
 
 #include "log.h"

@@ -8,7 +8,9 @@
  * A listing is taken when the directory is opened (and again on rewinddir) and served from
  * memory by index, so telldir/seekdir positions stay valid while entries are added or removed,
  * and a name added meanwhile is never returned twice. With readdirplus each entry is looked up
- * as it is returned, which fills the kernel's caches for `ls -l` and `find -ls` in one pass. */
+ * as it is returned, which fills the kernel's caches for `ls -l` and `find -ls` in one pass.
+ * (The names already listed are found through a few lines of open addressing, written here
+ * because the entries array doubles as the hash table's storage.) */
 #include "fs.h"
 
 #include "log.h"
