@@ -76,7 +76,11 @@ static int stat_open_handle(struct viewfs *fs, struct vnode *n, struct stat *st)
 int node_getattr(struct viewfs *fs, struct vnode *n, struct stat *st)
 {
 	enum layer l = node_layer(n);
-	int rc = node_stat(n, l, st) < 0 ? -errno : 0;
+	int rc;
+	if (n->unlinked && !S_ISDIR(n->type) && !node_has_fd(n, l))
+		rc = stat_open_handle(fs, n, st); /* its name may be another file's by now */
+	else
+		rc = node_stat(n, l, st) < 0 ? -errno : 0;
 	if (rc < 0 && !S_ISDIR(n->type))
 		rc = stat_open_handle(fs, n, st);
 	if (rc < 0)

@@ -347,15 +347,19 @@ static void vfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const
 
 /* ------------------------------------------------------------------ unlink, rmdir */
 
-/* Before a name of a file the kernel knows goes away: keep its object by fd, as a file system
- * keeps an unlinked inode while it is in use (the kernel may still fstat it, or write back its
- * times, long after the name is gone). */
+/* Before a name of a file the kernel knows goes away: keep its object by fd while it is in use,
+ * as a file system keeps an unlinked inode (the kernel may still fstat it through an open file,
+ * or write back its cached times, after the name is gone). A file nobody has open is let go at
+ * once, so deleting frees its space at once. */
 static void keep_object(struct viewfs *fs, struct vnode *n)
 {
 	if (!n || S_ISDIR(n->type))
 		return;
 	enum layer l = node_layer(n);
-	if (!node_has_fd(n, l))
+	pthread_mutex_lock(&fs->table_lock);
+	bool in_use = n->handles != NULL;
+	pthread_mutex_unlock(&fs->table_lock);
+	if ((in_use || fs->writeback) && !node_has_fd(n, l))
 		node_set_fd(fs, n, l, node_open(n, l, O_PATH));
 }
 
