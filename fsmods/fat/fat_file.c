@@ -75,7 +75,7 @@ static int grow_chain(struct fat_volume *vol, struct fat_node *n, uint32_t clust
 	if (clusters <= n->ext.total)
 		return 0;
 	bool was_empty = n->ext.total == 0;
-	int r = fat_alloc(&vol->fat, fat_extents_last(&n->ext), clusters - n->ext.total, &n->ext);
+	int r = vol_alloc(vol, fat_extents_last(&n->ext), clusters - n->ext.total, &n->ext);
 	if (r < 0)
 		return r;
 	if (was_empty)
@@ -204,7 +204,7 @@ ssize_t fat_file_write(struct fat_volume *vol, struct fat_node *n, const char *b
 	uint32_t need = clusters_for(vol, off + size);
 	if (r == 0 && need > n->ext.total) {
 		/* a full disk takes what still fits, as write(2) does; nothing fits: ENOSPC */
-		uint32_t can = n->ext.total + vol->fat.free_count;
+		uint32_t can = n->ext.total + vol_free_clusters(vol);
 		if (need > can) {
 			uint64_t cap = (uint64_t)can * vol->g.cluster_size;
 			if (cap <= off)

@@ -415,6 +415,16 @@ static void f_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct fat_volume *vol = vol_of(req);
 	struct fat_node *n = node_of(vol, ino);
+	/* An unlinked file whose clusters were taken back for space (vol_release_deleted):
+	 * ESTALE makes the kernel look the path up again, so the open finds what the name means
+	 * now (a rename's new file, or ENOENT) instead of a file without its data. */
+	pthread_mutex_lock(&vol->lock);
+	bool released = n->released;
+	pthread_mutex_unlock(&vol->lock);
+	if (released) {
+		fuse_reply_err(req, ESTALE);
+		return;
+	}
 	/* libfuse asks the kernel for atomic O_TRUNC: the truncation is ours to do */
 	if ((fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY) {
 		int r = fat_file_truncate(vol, n, 0);
@@ -424,8 +434,14 @@ static void f_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		}
 	}
 	pthread_mutex_lock(&vol->lock);
+	if (n->released) { /* taken back meanwhile, by another thread */
+		pthread_mutex_unlock(&vol->lock);
+		fuse_reply_err(req, ESTALE);
+		return;
+	}
 	n->nopen++;
 	n->refs++;
+	vol_node_reopened(vol, n);
 	/* a chain shorter than the size (damage): each read reaches us as asked, so what the
 	 * chain holds reads back and only what lies past it fails (the page cache would turn
 	 * the first short read into a smaller file) */

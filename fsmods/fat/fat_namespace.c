@@ -90,7 +90,7 @@ static int32_t room_for(struct fat_volume *vol, struct fat_node *dir, unsigned k
 			return -ENOSPC;
 		uint32_t last = fat_extents_last(&dir->ext);
 		struct fat_extents added = { 0 };
-		int r = fat_alloc(&vol->fat, last, 1, &added);
+		int r = vol_alloc(vol, last, 1, &added);
 		if (r < 0) {
 			fat_extents_free(&added);
 			return r;
@@ -180,7 +180,7 @@ int fat_vol_create(struct fat_volume *vol, struct fat_node *dir, const char *nam
 	}
 	if (is_dir) {
 		struct fat_extents one = { 0 };
-		r = fat_alloc(&vol->fat, 0, 1, &one);
+		r = vol_alloc(vol, 0, 1, &one);
 		cluster = r == 0 ? one.v[0].start : 0;
 		fat_extents_free(&one);
 		if (r == 0)

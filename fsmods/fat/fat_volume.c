@@ -141,8 +141,23 @@ static struct fat_node *node_new(struct fat_volume *vol)
 	return n;
 }
 
+static void pend_remove(struct fat_volume *vol, struct fat_node *n)
+{
+	if (!n->pending)
+		return;
+	if (n->pend_prev)
+		n->pend_prev->pend_next = n->pend_next;
+	else
+		vol->pending = n->pend_next;
+	if (n->pend_next)
+		n->pend_next->pend_prev = n->pend_prev;
+	n->pend_prev = n->pend_next = NULL;
+	n->pending = false;
+}
+
 static void node_destroy(struct fat_volume *vol, struct fat_node *n)
 {
+	pend_remove(vol, n);
 	if (n->prev)
 		n->prev->next = n->next;
 	else
@@ -410,14 +425,62 @@ int vol_zero_clusters(struct fat_volume *vol, uint32_t first, uint32_t count)
 			     (uint64_t)count * vol->g.cluster_size);
 }
 
-void vol_release_deleted(struct fat_volume *vol, struct fat_node *n)
+static void free_deleted(struct fat_volume *vol, struct fat_node *n)
 {
-	if (!n->deleted || n->nopen || n->ext.total == 0)
-		return;
-	if (n->chain_bad)
+	pend_remove(vol, n);
+	n->released = true;
+	if (n->ext.total == 0 || n->chain_bad)
 		return; /* never free what a broken chain points at: it may belong to others */
 	fat_free_extents(&vol->fat, &n->ext);
 	fat_extents_reset(&n->ext);
+}
+
+/* A file unlinked or replaced by a rename while nobody has it open may still be opened: the
+ * kernel can have looked its name up just before (a reader racing a writer that replaces the
+ * file) and send the open after, and that open must find the old data, as on a kernel file
+ * system. So its clusters stay until the kernel forgets the node (it does as soon as nothing
+ * holds it); meanwhile statfs counts them free and an allocation short of space takes them
+ * back at once (an open that comes after that gets ESTALE, and the kernel then looks the
+ * name up again). A removed directory's cluster goes at once: its entries are in memory. */
+void vol_release_deleted(struct fat_volume *vol, struct fat_node *n)
+{
+	if (!n->deleted || n->nopen || n->released)
+		return;
+	if (!n->is_dir && n->nlookup) {
+		if (!n->pending && n->ext.total && !n->chain_bad) {
+			n->pending = true;
+			n->pend_prev = NULL;
+			n->pend_next = vol->pending;
+			if (vol->pending)
+				vol->pending->pend_prev = n;
+			vol->pending = n;
+		}
+		return;
+	}
+	free_deleted(vol, n);
+}
+
+void vol_node_reopened(struct fat_volume *vol, struct fat_node *n)
+{
+	pend_remove(vol, n);
+}
+
+uint32_t vol_free_clusters(const struct fat_volume *vol)
+{
+	uint64_t n = vol->fat.free_count;
+	for (const struct fat_node *p = vol->pending; p; p = p->pend_next)
+		n += p->ext.total;
+	return n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
+}
+
+int vol_alloc(struct fat_volume *vol, uint32_t last, uint32_t n, struct fat_extents *ext)
+{
+	int r = fat_alloc(&vol->fat, last, n, ext);
+	if (r != -ENOSPC || !vol->pending)
+		return r;
+	while (vol->pending)
+		free_deleted(vol, vol->pending);
+	return fat_alloc(&vol->fat, last, n, ext);
 }
 
 /* ------------------------------------------------------------------ attributes */
@@ -471,7 +534,7 @@ void vol_statfs(const struct fat_volume *vol, struct statvfs *sv)
 	memset(sv, 0, sizeof *sv);
 	sv->f_bsize = sv->f_frsize = vol->g.cluster_size;
 	sv->f_blocks = vol->g.cluster_count;
-	sv->f_bfree = sv->f_bavail = vol->fat.free_count;
+	sv->f_bfree = sv->f_bavail = vol_free_clusters(vol);
 	sv->f_namemax = FAT_NAME_MAX;
 }
 
@@ -683,6 +746,7 @@ int fat_volume_close(struct fat_volume *vol)
 		for (struct fat_node *n = vol->nodes; n; n = n->next)
 			if (n->deleted) {
 				n->nopen = 0;
+				n->nlookup = 0; /* the kernel is gone */
 				vol_release_deleted(vol, n);
 			}
 		result = vol_writeback(vol);

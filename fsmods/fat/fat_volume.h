@@ -57,6 +57,9 @@ struct fat_node {
 	uint32_t nopen;          /* open handles: an unlinked file keeps its clusters until 0 */
 	bool is_dir;
 	bool deleted;            /* its entry is gone (unlinked or replaced, still open) */
+	bool released;           /* deleted and its clusters freed: an open gets ESTALE */
+	bool pending;            /* on vol->pending (see vol_release_deleted) */
+	struct fat_node *pend_prev, *pend_next;
 	bool chain_bad;          /* its cluster chain is broken: data access gives EIO */
 	bool dirty_listed;       /* on vol->dirty_dirs */
 	uint8_t de[FAT_ENTRY_SIZE]; /* its short entry; the copy in the parent follows it */
@@ -91,6 +94,9 @@ struct fat_volume {
 	 * name): the kernel updated the dentry it was given, not that one. NULL: nobody cares. */
 	void (*stale_name)(struct fat_volume *vol, struct fat_node *parent, const char *name);
 	struct fat_node *nodes;  /* list of every node (the root first) */
+	struct fat_node *pending; /* deleted files nobody has open that the kernel still knows:
+				     their clusters count as free and go at the forget, or at
+				     once when an allocation needs them */
 	uint64_t nnodes;
 };
 
@@ -137,8 +143,16 @@ void vol_node_store(struct fat_volume *vol, struct fat_node *n);
 void vol_touch(const struct fat_volume *vol, uint8_t *de, unsigned mask, const struct timespec *now);
 uint32_t vol_first_cluster(const struct fat_volume *vol, const uint8_t *de);
 void vol_set_first_cluster(const struct fat_volume *vol, uint8_t *de, uint32_t c);
-/* Free a deleted node's clusters once nothing has it open. */
+/* A deleted node's clusters go once nothing has it open, and for a file once the kernel has
+ * forgotten it too (until then it is pending: counted free, taken back when space runs out).
+ * Call after each change of nopen or nlookup of a deleted node. */
 void vol_release_deleted(struct fat_volume *vol, struct fat_node *n);
+/* A pending node is opened again: its clusters are its own again. */
+void vol_node_reopened(struct fat_volume *vol, struct fat_node *n);
+/* Clusters free for new data: the FAT's free ones and those of pending nodes. */
+uint32_t vol_free_clusters(const struct fat_volume *vol);
+/* fat_alloc, taking pending nodes' clusters back first when the free ones do not suffice. */
+int vol_alloc(struct fat_volume *vol, uint32_t last, uint32_t n, struct fat_extents *ext);
 /* Zero count clusters on the source (new directory clusters). */
 int vol_zero_clusters(struct fat_volume *vol, uint32_t first, uint32_t count);
 /* Write bytes [lo, hi) of a directory's raw entries to its clusters. */

@@ -10,6 +10,7 @@ import errno
 import hashlib
 import os
 import re
+import shutil
 import signal
 import stat
 import subprocess
@@ -119,8 +120,27 @@ class Daemon:
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
+            where = self.stacks()
             self.kill()
-            raise Hang(f"{self.name} did not exit within {timeout}s of the unmount")
+            raise Hang(f"{self.name} did not exit within {timeout}s of the unmount; its "
+                       f"threads:\n{where}")
+
+    def stacks(self):
+        """Where the daemon's threads are (gdb when there is one), for a hang's report."""
+        if self.proc is None or self.proc.poll() is not None:
+            return ""
+        if shutil.which("gdb"):
+            r = subprocess.run(["gdb", "-batch", "-p", str(self.proc.pid), "-ex",
+                                "thread apply all bt 12"], capture_output=True, text=True,
+                               timeout=60)
+            return "\n".join(line for line in r.stdout.splitlines() if line.startswith(("#", "Thread")))
+        out = []
+        for tid in sorted(os.listdir(f"/proc/{self.proc.pid}/task")):
+            try:
+                out.append(f"{tid}: " + open(f"/proc/{self.proc.pid}/task/{tid}/stack").read())
+            except OSError:
+                pass
+        return "\n".join(out)
 
     def kill(self, sig=signal.SIGKILL):
         """Kill it (a crash test or a hang) and remove its dead mount."""
