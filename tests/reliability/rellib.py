@@ -123,7 +123,7 @@ class Daemon:
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 
-    def stop(self, timeout=30):
+    def stop(self, timeout=60):
         """fusermount3 -u and wait for the exit; returns the exit status. A daemon that does
         not leave raises Hang (after it is killed and its mount removed)."""
         if self.proc is None:

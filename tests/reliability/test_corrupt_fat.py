@@ -41,7 +41,9 @@ SENTINEL = 64 * 1024
 FORMATS = {12: ("4M", 4), 16: ("16M", 1), 32: ("36M", 1)}  # size, sectors per cluster
 KINDS = ["flipped_bytes", "zeroed_sectors", "truncated", "chains", "records", "boot_sector"]
 WORKERS = 3
-OP_TIMEOUT = 30  # seconds for a whole walk or write session; far above what one takes
+OP_TIMEOUT = 60  # seconds for a whole walk or write session; far above what one takes (a
+                 # second or two, on a loaded machine under ASan)
+EXPLORE_BYTES = 8 << 20  # what the exploration of damaged parts reads at most per variant
 ALLOWED_READ_ERRORS = {errno.EIO}
 ALLOWED_WRITE_ERRORS = {errno.EIO, errno.ENOSPC, errno.ENOENT, errno.EEXIST, errno.ENOTDIR,
                         errno.EISDIR, errno.ENOTEMPTY}
@@ -294,6 +296,7 @@ def walk_read_only(mnt, base, intact):
             failures.append(f"intact '{path}': {e}")
     # everything else: data or EIO, within bounds
     budget = [400]
+    nbytes = 0
     todo = [(mnt, 0)]
     while todo and budget[0] > 0:
         d, depth = todo.pop()
@@ -311,8 +314,8 @@ def walk_read_only(mnt, base, intact):
                 if stat.S_ISDIR(st.st_mode):
                     if depth < 5:
                         todo.append((p, depth + 1))
-                else:
-                    read_all(p, 256 * 1024)
+                elif nbytes < EXPLORE_BYTES:
+                    nbytes += len(read_all(p, 64 * 1024))
             except OSError as e:
                 if e.errno not in ALLOWED_READ_ERRORS:
                     failures.append(f"{p.relative_to(mnt)}: {e}")

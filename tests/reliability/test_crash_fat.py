@@ -141,6 +141,7 @@ def kill_chain(pool, workdir, fat, kills, first_seed, stats):
     return failures
 
 
+@pytest.mark.timeout(3600 if LONG else 300)
 def test_kill_9_during_writes_fsck_repairs_and_fsynced_files_survive(tmp_path):
     pool = DaemonPool(tmp_path)
     stats = {"kills": 0, "repaired": 0, "checked": 0, "lock": threading.Lock()}

@@ -53,6 +53,7 @@ def remove_dead_mounts(paths):
             force_unmount(p)
 
 
+@pytest.mark.timeout(3600 if LONG else 300)
 def test_kill_9_of_umdev_mbr_keeps_every_fsynced_block(tmp_path):
     img = tmp_path / "disk.img"
     img.write_bytes(b"")

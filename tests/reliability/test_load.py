@@ -117,6 +117,7 @@ def whole_piece(data):
     return data[2:2 + n].decode()
 
 
+@pytest.mark.timeout(SECONDS + 280)
 @pytest.mark.parametrize("fat,threads", [(16, 1), (32, 4)])
 def test_parallel_writers_readers_renames_and_listings_on_umfuse_fat(tmp_path, fat, threads):
     img = make_fat(tmp_path / "load.img", fat=fat, size="64M" if fat == 32 else "48M",
@@ -180,7 +181,9 @@ def test_parallel_writers_readers_renames_and_listings_on_umfuse_fat(tmp_path, f
         assert d.stop() == 0
     finally:
         pool.cleanup()
-    print(f"FAT{fat}, {threads} thread(s), {SECONDS}s: operations {ops}")
+    reads = sum(r["checked"] for role, r in results if role == "reader")
+    print(f"FAT{fat}, {threads} thread(s), {SECONDS}s: operations {ops}, whole files read "
+          f"by the readers {reads}")
 
 
 def mbr_sector0(parts):
@@ -193,6 +196,7 @@ def mbr_sector0(parts):
     return bytes(s)
 
 
+@pytest.mark.timeout(SECONDS + 280)
 def test_parallel_partition_writers_disk_readers_and_table_rereads_on_umdev(tmp_path):
     img = tmp_path / "disk.img"
     with open(img, "wb") as f:
