@@ -29,6 +29,8 @@ static const struct vo_opt viewfs_options[] = {
 	  "report write permission everywhere (for tools that check first)" },
 	{ "timeout", VO_OPT_STRING, offsetof(struct viewfs_config, timeout), 0, 0, NULL, "SECONDS",
 	  "how long the kernel caches names and attributes (default 1)" },
+	{ "volatile", VO_OPT_FLAG, offsetof(struct viewfs_config, volatile_layer), 1, 0, NULL, NULL,
+	  "do not fsync copies (faster; a system crash may leave empty files)" },
 	{ "writeback", VO_OPT_BOOL, offsetof(struct viewfs_config, writeback), 0, 0, NULL, NULL,
 	  "kernel write-back cache (default no: mtimes may lag, see viewfs(1))" },
 	VO_OPT_TABLE_END,

@@ -22,6 +22,7 @@ struct viewfs_config {
 	int wok;                  /* report write permission (mode | 0222, access(W_OK) succeeds) */
 	char *timeout;            /* seconds the kernel may cache entries and attributes */
 	int writeback;            /* kernel write-back cache */
+	int volatile_layer;       /* no fsync of copies: faster, not crash-safe (as overlayfs's) */
 
 	/* filled in by viewfs_config_check() */
 	double timeout_s;

@@ -218,7 +218,7 @@ int copy_up(struct viewfs *fs, struct vnode *n, off_t keep)
 			/* on disk before it is renamed in: after a power loss the view must hold
 			 * the whole copy or the original, never an empty file (file systems with
 			 * delayed allocation may write the rename first) */
-			if (rc == 0 && size > 0 && fdatasync(tmpfd) < 0)
+			if (rc == 0 && size > 0 && !fs->volatile_layer && fdatasync(tmpfd) < 0)
 				rc = -errno;
 		}
 	} else {

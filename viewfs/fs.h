@@ -112,7 +112,7 @@ struct viewfs {
 	struct viewfs_config *cfg;
 	char *source;          /* SOURCE as given, for messages */
 	int mode;
-	bool vstat, wok, readonly, writeback;
+	bool vstat, wok, readonly, writeback, volatile_layer;
 	double timeout;
 	int lower_root, upper_root; /* O_PATH fds opened before the mount */
 	int work_fd;           /* SOURCE/.-/.- (temporary files), -1 when the layer is read-only */

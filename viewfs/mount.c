@@ -116,6 +116,7 @@ struct viewfs *viewfs_new(struct viewfs_config *cfg, int lower_fd, int layer_fd,
 	fs->wok = cfg->wok;
 	fs->readonly = readonly;
 	fs->writeback = cfg->writeback && !readonly;
+	fs->volatile_layer = cfg->volatile_layer;
 	fs->timeout = cfg->timeout_s;
 	fs->lower_dev = lst.st_dev;
 	fs->upper_dev = ust.st_dev;

@@ -208,3 +208,33 @@ def test_full_layer_gives_enospc_and_no_half_copy(rtmp, mounts):
             m.unmount()
         mounts.active.clear()
         subprocess.run(["umount", layer], check=False)
+
+
+@pytest.mark.parametrize("opts, synced", [("cow", True), ("cow,volatile", False)])
+def test_copies_reach_the_disk_before_rename_unless_volatile(rtmp, opts, synced):
+    """A copy-up waits for its data to be on disk before it replaces the original in the view
+    (fdatasync, seen with strace); -o volatile skips that."""
+    import time
+    from conftest import mounted_at, viewos_bin
+    mnt, layer, log = rtmp / "mnt", rtmp / "layer", rtmp / "strace.log"
+    mnt.mkdir()
+    layer.mkdir()
+    (mnt / "f").write_text("data\n")
+    p = subprocess.Popen(["strace", "-f", "-qq", "-e", "trace=fdatasync,renameat2", "-o", log,
+                          viewos_bin("viewfs"), "-f", "-o", opts, layer, mnt])
+    try:
+        for _ in range(200):
+            if mounted_at(mnt):
+                break
+            time.sleep(0.05)
+        with open(mnt / "f", "a") as f:
+            f.write("more\n")
+    finally:
+        subprocess.run(["fusermount3", "-u", mnt])
+        p.wait(30)
+    calls = [ln for ln in log.read_text().splitlines() if "fdatasync" in ln or "renameat2" in ln]
+    names = [c.split("(")[0].split()[-1] for c in calls]
+    if synced:
+        assert names.index("fdatasync") < names.index("renameat2")
+    else:
+        assert "fdatasync" not in names and "renameat2" in names
