@@ -19,6 +19,8 @@ Workloads besides benchlib's (untar, find_ls, read_all, seq_write, seq_read, rm_
                  system through the union), after a remount
   read_all_orig  read every file of that tree, after a remount
   copyup         append a line to 2000 original files (each is copied up first)
+
+--variants adds viewfs -o cow,volatile and -o cow,writeback (select with --targets).
 """
 import os
 import shutil
@@ -196,15 +198,22 @@ WORKLOADS = ["untar", "find_ls", "read_all", "seq_write", "seq_read", "rm_rf", "
 
 
 def main():
+    argv = sys.argv[1:]
+    # --variants: also viewfs with its speed-for-safety options (-o volatile, -o writeback)
+    variants = "--variants" in argv
+    if variants:
+        argv.remove("--variants")
     # the tarball is needed by populate() before benchlib makes its context
     files = 20000
-    if "--files" in sys.argv:
-        files = int(sys.argv[sys.argv.index("--files") + 1])
+    if "--files" in argv:
+        files = int(argv[argv.index("--files") + 1])
     CTX["tarball"] = benchlib.tree_tarball(files)
     targets = [Native(), KernelOverlay(), FuseOverlay(), UnionfsFuse(), Mergerfs(),
                Viewfs("cow"), Viewfs("mincow")]
+    if variants:
+        targets += [Viewfs("cow", "volatile"), Viewfs("cow", "writeback")]
     benchlib.main(targets, "viewfs", reference="kernel overlayfs", extra_workloads=EXTRA,
-                  default_workloads=WORKLOADS)
+                  default_workloads=WORKLOADS, argv=argv)
 
 
 if __name__ == "__main__":
