@@ -119,17 +119,87 @@ int data_map(struct e2 *e, struct node *n, struct ext2_inode_large *in, uint64_t
 	*len = run - off < max ? run - off : max;
 	*pblk = p ? p + off : 0;
 	*uninit = un;
-	if (*pblk) {
-		uint64_t nblocks = ext2fs_blocks_count(e->fs->super);
-		if (*pblk < e->fs->super->s_first_data_block || *pblk >= nblocks ||
-		    *len > nblocks - *pblk) {
-			n->map_valid = false;
-			e2_errno(e, EXT2_ET_BAD_BLOCK_NUM, "a block of the file lies outside the "
-				 "file system", n->ino);
-			return -EIO;
-		}
+	if (*pblk && e2_bad_blocks(e, *pblk, *len)) {
+		n->map_valid = false;
+		e2_errno(e, EXT2_ET_BAD_BLOCK_NUM, "a block of the file lies outside the file "
+			 "system or on its metadata", n->ino);
+		return -EIO;
 	}
 	return 0;
+}
+
+/* ---- checking a whole block map ---- */
+
+enum { MAX_MAP_STEPS = 1 << 26 }; /* extents visited: far beyond any real file */
+
+struct ind_check {
+	struct e2 *e;
+	uint64_t from;
+	bool bad;
+};
+
+static int check_ind_block(ext2_filsys fs, blk64_t *blocknr, e2_blkcnt_t blockcnt,
+			   blk64_t ref_blk, int ref_offset, void *priv)
+{
+	(void)fs, (void)ref_blk, (void)ref_offset;
+	struct ind_check *c = priv;
+	/* negative counts are the indirect blocks themselves */
+	if ((blockcnt < 0 || (uint64_t)blockcnt >= c->from) && e2_bad_blocks(c->e, *blocknr, 1)) {
+		c->bad = true;
+		return BLOCK_ABORT;
+	}
+	return 0;
+}
+
+int data_check_map(struct e2 *e, ext2_ino_t ino, struct ext2_inode_large *in, uint64_t from)
+{
+	if ((in->i_flags & EXT4_INLINE_DATA_FL) ||
+	    !ext2fs_inode_has_valid_blocks2(e->fs, (struct ext2_inode *)in))
+		return 0;
+	errcode_t err = 0;
+	bool bad = false;
+	if (has_extents(in)) {
+		ext2_extent_handle_t h = NULL;
+		err = ext2fs_extent_open2(e->fs, ino, (struct ext2_inode *)in, &h);
+		struct ext2fs_extent ex;
+		for (int op = EXT2_EXTENT_ROOT, steps = 0; !err && !bad;
+		     op = EXT2_EXTENT_NEXT, steps++) {
+			err = ext2fs_extent_get(h, op, &ex);
+			if (err == EXT2_ET_EXTENT_NO_NEXT || err == EXT2_ET_EXTENT_NO_DOWN) {
+				err = 0;
+				break;
+			}
+			if (err)
+				break;
+			if (!(ex.e_flags & EXT2_EXTENT_FLAGS_LEAF))
+				bad = e2_bad_blocks(e, ex.e_pblk, 1); /* a tree block */
+			else if (ex.e_lblk + (uint64_t)ex.e_len > from)
+				bad = e2_bad_blocks(e, ex.e_pblk, ex.e_len);
+			bad |= steps >= MAX_MAP_STEPS;
+		}
+		if (h)
+			ext2fs_extent_free(h);
+	} else {
+		struct ind_check c = { .e = e, .from = from };
+		err = ext2fs_block_iterate3(e->fs, ino, BLOCK_FLAG_READ_ONLY, NULL, check_ind_block,
+					    &c);
+		bad = c.bad;
+	}
+	if (err || bad) {
+		e2_errno(e, err ? err : EXT2_ET_BAD_BLOCK_NUM, "the block map is damaged (blocks "
+			 "outside the file system or on its metadata): not changing it", ino);
+		return -EIO;
+	}
+	return 0;
+}
+
+int data_check_tree(struct e2 *e, struct node *n, struct ext2_inode_large *in)
+{
+	if (n->map_checked)
+		return 0;
+	int r = data_check_map(e, n->ino, in, 0);
+	n->map_checked = r == 0;
+	return r;
 }
 
 /* Read nbytes starting skip bytes into block pblk. Whole blocks go straight into dst. */
@@ -357,7 +427,9 @@ int64_t data_alloc(struct e2 *e, struct node *n, struct ext2_inode_large *in, ui
 		   uint64_t count, bool uninit, bool zero)
 {
 	uint64_t done = 0;
-	int r = 0;
+	int r = data_check_tree(e, n, in);
+	if (r < 0)
+		return r;
 	while (done < count) {
 		uint64_t pblk, len;
 		bool un;
@@ -595,6 +667,9 @@ static int punch_blocks(struct e2 *e, struct node *n, struct ext2_inode_large *i
 {
 	if (!ext2fs_inode_has_valid_blocks2(e->fs, (struct ext2_inode *)in))
 		return 0;
+	int r = data_check_tree(e, n, in);
+	if (r < 0)
+		return r;
 	errcode_t err = ext2fs_punch(e->fs, n->ino, (struct ext2_inode *)in, NULL, start,
 				     end_incl);
 	data_map_invalidate(n);

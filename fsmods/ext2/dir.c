@@ -487,13 +487,15 @@ static int add_htree(struct e2 *e, ext2_ino_t dir, struct dir_index *di, struct 
 	int r = cache_flush(e, di); /* libext2fs reads the leaves itself */
 	if (r < 0)
 		return r;
+	struct ext2_inode_large in;
+	if ((r = ino_read(e, dir, &in)) < 0 || (r = data_check_tree(e, n, &in)) < 0)
+		return r;
 	/* and may split a leaf: the cached copy must not outlive that */
 	di->cached_lblk = UNKNOWN_BLOCK;
 	errcode_t err = ext2fs_link(e->fs, dir, name, ino, ftype);
 	data_map_invalidate(n);
 	if (err)
 		return -e2_errno(e, err, "adding a name to an indexed directory", dir);
-	struct ext2_inode_large in;
 	r = ino_read(e, dir, &in);
 	if (r < 0)
 		return r;
@@ -515,13 +517,16 @@ static int expand(struct e2 *e, ext2_ino_t dir, struct dir_index *di, struct nod
 	int r0 = cache_flush(e, di);
 	if (r0 < 0)
 		return r0;
+	struct ext2_inode_large in;
+	int r = ino_read(e, dir, &in);
+	if (r < 0 || (r = data_check_tree(e, n, &in)) < 0)
+		return r;
 	errcode_t err = ext2fs_expand_dir(e->fs, dir);
 	data_map_invalidate(n);
 	if (err)
 		return -e2_errno(e, err, "growing a directory", dir);
 	e2_mark_dirty(e);
-	struct ext2_inode_large in;
-	int r = ino_read(e, dir, &in);
+	r = ino_read(e, dir, &in);
 	if (r < 0)
 		return r;
 	uint32_t nb = (uint32_t)(EXT2_I_SIZE(&in) / e->fs->blocksize);

@@ -53,6 +53,7 @@ struct node {
 	/* the last extent found by data_map (valid until the block map changes) */
 	bool map_valid, map_uninit;
 	uint64_t map_lblk, map_len, map_pblk;
+	bool map_checked;         /* data_check_tree found the whole map sound */
 	struct node *hnext;
 };
 
@@ -79,6 +80,10 @@ struct e2 {
 	uint64_t overhead_blocks; /* statfs: metadata blocks not counted as capacity */
 	uint64_t resv_blocks;     /* statfs: what the kernel keeps back from f_bavail */
 	uint64_t max_file_size;
+	/* Where the superblocks, descriptors, bitmaps and inode tables are: blocks no file may
+	 * map (sorted, disjoint runs) */
+	struct e2_zone { uint64_t start, len; } *meta;
+	size_t nmeta;
 	uint32_t next_generation;
 	uint16_t mount_state;     /* s_state before we marked it "not clean" */
 	struct node_table nodes;
@@ -125,6 +130,9 @@ int e2_close(struct e2 *e);                 /* commit, mark clean, free; 0 or -e
 int e2_commit(struct e2 *e);                /* make everything durable; under the lock */
 void e2_mark_dirty(struct e2 *e);
 int e2_errno(struct e2 *e, errcode_t err, const char *what, ext2_ino_t ino);
+/* True when [pblk, pblk+len) is not all inside the file system's data area: outside the file
+ * system, or overlapping its metadata (a damaged block map points there). */
+bool e2_bad_blocks(struct e2 *e, uint64_t pblk, uint64_t len);
 void e2_statfs(struct e2 *e, struct statvfs *st);
 int e2_start_committer(struct e2 *e);
 void e2_stop_committer(struct e2 *e);
@@ -162,6 +170,9 @@ bool ino_has_no_xattrs(struct e2 *e, ext2_ino_t ino);
 /* Allocate and write a new inode (not yet linked anywhere). */
 int ino_create(struct e2 *e, ext2_ino_t parent, mode_t mode, uid_t uid, gid_t gid, dev_t rdev,
 	       ext2_ino_t *ino, struct ext2_inode_large *in);
+/* Before the last link of an inode goes: can it be freed? -EIO when its block map or its
+ * attribute block is damaged (freeing would release blocks that are not its own). */
+int ino_check_release(struct e2 *e, ext2_ino_t ino, struct ext2_inode_large *in);
 /* Free an inode with no links: its blocks, its xattr block, its bitmap bit. */
 int ino_release(struct e2 *e, ext2_ino_t ino);
 /* The last name of ino went away (its link count, already written, is 0): free it now, or
@@ -215,6 +226,12 @@ int data_seek(struct e2 *e, struct node *n, struct ext2_inode_large *in, uint64_
 int64_t data_alloc(struct e2 *e, struct node *n, struct ext2_inode_large *in, uint64_t lblk,
 		   uint64_t count, bool uninit, bool zero);
 void data_map_invalidate(struct node *n);
+/* Every block an inode maps at or after logical block `from` (and every extent-tree or
+ * indirect block) lies in the file system's data area: 0, or -EIO (said in the log). A change
+ * through a damaged map would write into, or free, whatever it points at. */
+int data_check_map(struct e2 *e, ext2_ino_t ino, struct ext2_inode_large *in, uint64_t from);
+/* The same for the whole map of a node, remembered until the node's inode is freed. */
+int data_check_tree(struct e2 *e, struct node *n, struct ext2_inode_large *in);
 
 /* ---- xattr.c ---- */
 int xattr_get(struct e2 *e, ext2_ino_t ino, const char *name, void **value, size_t *size);

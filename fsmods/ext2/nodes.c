@@ -378,14 +378,40 @@ static void init_extent_header(struct ext2_inode_large *in)
 	in->i_flags |= EXT4_EXTENTS_FL;
 }
 
+/* An inode the bitmap calls free but that is in use (it has links and no deletion time): the
+ * bitmap is damaged. */
+static bool in_use_on_disk(struct e2 *e, ext2_ino_t ino, bool *is_dir)
+{
+	struct ext2_inode old;
+	if (ext2fs_read_inode(e->fs, ino, &old) != 0 || old.i_links_count == 0 || old.i_dtime)
+		return false;
+	*is_dir = LINUX_S_ISDIR(old.i_mode);
+	return true;
+}
+
 int ino_create(struct e2 *e, ext2_ino_t parent, mode_t mode, uid_t uid, gid_t gid, dev_t rdev,
 	       ext2_ino_t *inop, struct ext2_inode_large *in)
 {
 	ext2_filsys fs = e->fs;
 	ext2_ino_t ino;
-	errcode_t r = ext2fs_new_inode(fs, parent, (int)mode, NULL, &ino);
-	if (r)
-		return -e2_errno(e, r, "allocating an inode", parent);
+	errcode_t r;
+	/* a damaged inode bitmap must not make a new file overwrite one in use: such an inode
+	 * is marked in use (the bitmap healed) and the next free one tried, a few times */
+	for (int tries = 0;; tries++) {
+		r = ext2fs_new_inode(fs, parent, (int)mode, NULL, &ino);
+		if (r)
+			return -e2_errno(e, r, "allocating an inode", parent);
+		bool is_dir = false;
+		if (!in_use_on_disk(e, ino, &is_dir))
+			break;
+		ext2fs_inode_alloc_stats2(fs, ino, +1, is_dir);
+		e2_mark_dirty(e);
+		if (tries == 1024) {
+			e2_errno(e, EXT2_ET_INODE_ALLOC_FAIL, "the inode bitmap is damaged: it "
+				 "calls inodes in use free", ino);
+			return -EIO;
+		}
+	}
 
 	unsigned isize = EXT2_INODE_SIZE(fs->super);
 	memset(in, 0, sizeof *in);
@@ -425,6 +451,7 @@ int ino_create(struct e2 *e, ext2_ino_t parent, mode_t mode, uid_t uid, gid_t gi
 	struct node *n = node_find(e, ino);
 	if (n) { /* a node left from the inode's previous life */
 		data_map_invalidate(n);
+		n->map_checked = false;
 		dir_index_drop(e, n->dindex);
 		n->dindex = NULL;
 	}
@@ -440,40 +467,64 @@ int ino_release(struct e2 *e, ext2_ino_t ino)
 	if (r < 0)
 		return r;
 	struct node *n = node_find(e, ino);
+	bool map_checked = n && n->map_checked;
 	if (n) { /* nothing cached about the old inode may outlive it */
 		data_map_invalidate(n);
+		n->map_checked = false;
 		dir_index_drop(e, n->dindex); /* unwritten: the blocks are being freed */
 		n->dindex = NULL;
 	}
 	bool has_blocks = ext2fs_inode_has_valid_blocks2(fs, (struct ext2_inode *)&in);
+	blk64_t acl_block = ext2fs_file_acl_block(fs, (struct ext2_inode *)&in);
 	in.i_links_count = 0;
 	in.i_size = 0;
 	in.i_size_high = 0;
 	in.i_dtime = (__u32)time(NULL);
-	/* ext2fs_punch and ext2fs_free_ext_attr write the inode they are given: these fields
-	 * go out with it, so most inodes are written once */
-	bool written = false;
+	/* Whatever a damaged inode cannot give back (a block map or an attribute block that is
+	 * corrupt) stays allocated — a leak, which e2fsck reclaims — but the inode itself is
+	 * always freed: a half-freed inode (no name, still in use, or in use with a deletion
+	 * time) is worse than a leak. libext2fs takes every block it frees off i_blocks and
+	 * stops when the count would go below zero; the count goes with the inode, so a wrong
+	 * one on disk must not keep the blocks: it starts from the largest value. */
 	errcode_t err;
-	if (has_blocks) {
+	if (has_blocks || acl_block) {
+		in.i_blocks = UINT32_MAX;
+		if (ext2fs_has_feature_huge_file(fs->super))
+			in.osd2.linux2.l_i_blocks_hi = UINT16_MAX;
+	}
+	if (has_blocks && (map_checked || data_check_map(e, ino, &in, 0) == 0)) {
 		err = ext2fs_punch(fs, ino, (struct ext2_inode *)&in, NULL, 0, ~0ULL);
 		if (err)
-			return -e2_errno(e, err, "freeing the blocks of a deleted inode", ino);
-		written = true;
+			e2_errno(e, err, "freeing the blocks of a deleted inode (what is left of "
+				 "them stays allocated)", ino);
 	}
-	if (ext2fs_file_acl_block(fs, (struct ext2_inode *)&in)) {
-		err = ext2fs_free_ext_attr(fs, ino, &in);
+	if (acl_block) {
+		err = e2_bad_blocks(e, acl_block, 1) ? EXT2_ET_BAD_EA_BLOCK_NUM
+						      : ext2fs_free_ext_attr(fs, ino, &in);
 		if (err)
-			return -e2_errno(e, err, "freeing the attributes of a deleted inode", ino);
-		/* it wrote the inode; the on-disk one is the truth now */
-		if ((r = ino_read(e, ino, &in)) < 0)
-			return r;
-		written = in.i_links_count == 0 && in.i_dtime != 0;
+			e2_errno(e, err, "freeing the attribute block of a deleted inode (it stays "
+				 "allocated)", ino);
+		ext2fs_file_acl_block_set(fs, (struct ext2_inode *)&in, 0);
 	}
-	if (!written && (r = ino_write(e, ino, &in)) < 0)
+	in.i_blocks = 0;
+	in.osd2.linux2.l_i_blocks_hi = 0;
+	if ((r = ino_write(e, ino, &in)) < 0)
 		return r;
 	ext2fs_inode_alloc_stats2(fs, ino, -1, LINUX_S_ISDIR(in.i_mode));
 	e2_mark_dirty(e);
 	return 0;
+}
+
+int ino_check_release(struct e2 *e, ext2_ino_t ino, struct ext2_inode_large *in)
+{
+	blk64_t acl = ext2fs_file_acl_block(e->fs, (struct ext2_inode *)in);
+	if (acl && e2_bad_blocks(e, acl, 1)) {
+		e2_errno(e, EXT2_ET_BAD_EA_BLOCK_NUM, "the attribute block is damaged: not "
+			 "deleting the inode", ino);
+		return -EIO;
+	}
+	struct node *n = node_find(e, ino); /* the kernel holds what it unlinks: usually found */
+	return n ? data_check_tree(e, n, in) : data_check_map(e, ino, in, 0);
 }
 
 int ino_unlinked(struct e2 *e, ext2_ino_t ino)

@@ -353,6 +353,8 @@ static int remove_name(struct e2 *e, ext2_ino_t dir, const char *name, bool want
 		if ((r = dir_is_empty(e, ino)) <= 0)
 			return r < 0 ? r : -ENOTEMPTY;
 	}
+	if ((is_dir || in.i_links_count <= 1) && (r = ino_check_release(e, ino, &in)) < 0)
+		return r;
 	if ((r = dir_remove(e, dir, name)) < 0)
 		return r;
 	if ((r = touch_dir(e, dir, is_dir ? -1 : 0)) < 0)
@@ -463,6 +465,11 @@ static int do_rename(struct e2 *e, ext2_ino_t sdir, const char *sname, ext2_ino_
 			return -EISDIR;
 		if (ddirp && (r = dir_is_empty(e, dst)) <= 0)
 			return r < 0 ? r : -ENOTEMPTY;
+		struct ext2_inode_large din;
+		if ((r = ino_read(e, dst, &din)) < 0)
+			return r;
+		if ((ddirp || din.i_links_count <= 1) && (r = ino_check_release(e, dst, &din)) < 0)
+			return r;
 	}
 	if (sdirp && sdir != ddir) {
 		/* the target directory needs room for one more link unless one goes away */

@@ -143,6 +143,91 @@ static uint64_t compute_max_file_size(ext2_filsys fs)
 	return limit;
 }
 
+static int cmp_zone(const void *a, const void *b)
+{
+	const struct e2_zone *x = a, *y = b;
+	return x->start < y->start ? -1 : x->start > y->start;
+}
+
+/* The metadata runs of every group (see e2_bad_blocks), sorted and merged. */
+static int build_meta_zones(struct e2 *e)
+{
+	ext2_filsys fs = e->fs;
+	size_t cap = (size_t)fs->group_desc_count * 5 + 1, n = 0;
+	struct e2_zone *z = calloc(cap, sizeof *z);
+	if (!z)
+		return -ENOMEM;
+	for (dgrp_t g = 0; g < fs->group_desc_count; g++) {
+		blk64_t super = 0, old_desc = 0, new_desc = 0;
+		blk_t used = 0;
+		ext2fs_super_and_bgd_loc2(fs, g, &super, &old_desc, &new_desc, &used);
+		if (super || g == 0)
+			z[n++] = (struct e2_zone){ super ? super : fs->super->s_first_data_block, 1 };
+		if (old_desc)
+			z[n++] = (struct e2_zone){ old_desc, fs->desc_blocks +
+						   fs->super->s_reserved_gdt_blocks };
+		if (new_desc)
+			z[n++] = (struct e2_zone){ new_desc, 1 };
+		z[n++] = (struct e2_zone){ ext2fs_block_bitmap_loc(fs, g), 1 };
+		z[n++] = (struct e2_zone){ ext2fs_inode_bitmap_loc(fs, g), 1 };
+		if (n == cap) /* never: five runs a group at most */
+			break;
+		z[n++] = (struct e2_zone){ ext2fs_inode_table_loc(fs, g), fs->inode_blocks_per_group };
+	}
+	qsort(z, n, sizeof *z, cmp_zone);
+	size_t m = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (m && z[i].start <= z[m - 1].start + z[m - 1].len) {
+			uint64_t end = z[i].start + z[i].len;
+			if (end > z[m - 1].start + z[m - 1].len)
+				z[m - 1].len = end - z[m - 1].start;
+		} else {
+			z[m++] = z[i];
+		}
+	}
+	e->meta = z;
+	e->nmeta = m;
+	return 0;
+}
+
+bool e2_bad_blocks(struct e2 *e, uint64_t pblk, uint64_t len)
+{
+	uint64_t nblocks = ext2fs_blocks_count(e->fs->super);
+	if (len == 0)
+		return false;
+	if (pblk < e->fs->super->s_first_data_block || pblk >= nblocks || len > nblocks - pblk)
+		return true;
+	/* the last run that starts before the end of the range */
+	size_t lo = 0, hi = e->nmeta;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (e->meta[mid].start < pblk + len)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo > 0 && e->meta[lo - 1].start + e->meta[lo - 1].len > pblk;
+}
+
+/* A group whose descriptor says its inodes (or blocks) were never used has its bitmap
+ * computed instead of read: if that is not true, allocation hands out what is in use. Group 0
+ * holds the root, so it never is; any other must at least count all its inodes free. */
+static bool uninit_flags_sane(ext2_filsys fs)
+{
+	if (!ext2fs_has_group_desc_csum(fs))
+		return true; /* the flags mean nothing without group checksums */
+	for (dgrp_t g = 0; g < fs->group_desc_count; g++) {
+		bool inode_uninit = ext2fs_bg_flags_test(fs, g, EXT2_BG_INODE_UNINIT);
+		bool block_uninit = ext2fs_bg_flags_test(fs, g, EXT2_BG_BLOCK_UNINIT);
+		if (g == 0 && (inode_uninit || block_uninit))
+			return false;
+		if (inode_uninit &&
+		    ext2fs_bg_free_inodes_count(fs, g) != fs->super->s_inodes_per_group)
+			return false;
+	}
+	return true;
+}
+
 static bool writable_or_say_why(struct e2 *e)
 {
 	struct ext2_super_block *sb = e->fs->super;
@@ -271,6 +356,18 @@ int e2_open(struct e2 *e, const char *source, bool readonly)
 	if (readonly) {
 		fs->flags &= ~EXT2_FLAG_RW;
 	} else {
+		/* as the kernel does before it writes: descriptors that put a bitmap or an inode
+		 * table outside its group (or on top of another) would have new inodes and blocks
+		 * written over whatever is really there */
+		ret = ext2fs_check_desc(fs);
+		if (!ret && !uninit_flags_sane(fs))
+			ret = EXT2_ET_GDESC_BAD_INODE_MAP;
+		if (ret) {
+			vo_error("cannot mount %s read-write: the group descriptors are corrupt (%s): "
+				 "run e2fsck %s (or mount it read-only)", source, error_message(ret),
+				 source);
+			return VO_EXIT_SOURCE;
+		}
 		ret = ext2fs_read_bitmaps(fs);
 		if (ret) {
 			vo_error("cannot mount %s read-write: the allocation bitmaps are unreadable "
@@ -279,6 +376,10 @@ int e2_open(struct e2 *e, const char *source, bool readonly)
 		}
 		/* as the kernel does: the primary superblock and descriptors only */
 		fs->flags |= EXT2_FLAG_MASTER_SB_ONLY;
+	}
+	if (build_meta_zones(e) < 0) {
+		vo_error("cannot mount %s: out of memory", source);
+		return VO_EXIT_SOURCE;
 	}
 	e->readonly = readonly;
 	e->overhead_blocks = compute_overhead(fs);
@@ -372,6 +473,9 @@ int e2_close(struct e2 *e)
 	}
 	free(e->source);
 	e->source = NULL;
+	free(e->meta);
+	e->meta = NULL;
+	e->nmeta = 0;
 	return r;
 }
 

@@ -5,8 +5,10 @@
 #define _GNU_SOURCE
 #include "acl.h"
 #include "e2fuse.h"
+#include "log.h"
 
 #include <errno.h>
+#include <et/com_err.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/xattr.h>
@@ -33,6 +35,13 @@ static int open_xattrs(struct e2 *e, ext2_ino_t ino, struct ext2_xattr_handle **
 	err = ext2fs_xattrs_read(*h);
 	if (err) {
 		ext2fs_xattrs_close(h);
+		/* a name or value on disk cannot be too long for the caller (E2BIG, ERANGE): it
+		 * is corruption */
+		if (err == EXT2_ET_EA_BAD_NAME_LEN || err == EXT2_ET_EA_BAD_VALUE_SIZE) {
+			vo_error("%s: inode %u: reading the extended attributes: %s", e->source, ino,
+				 error_message(err));
+			return -EIO;
+		}
 		return -e2_errno(e, err, "reading the extended attributes", ino);
 	}
 	return 0;

@@ -13,6 +13,7 @@ import re
 import shutil
 import signal
 import stat
+import struct
 import subprocess
 import threading
 import time
@@ -332,8 +333,8 @@ class Ext2Map:
         self.desc_size = desc_size
         groups_text = subprocess.run(["dumpe2fs", str(img)], capture_output=True, text=True,
                                      check=True).stdout
-        self.bitmaps = [int(b) for b in re.findall(r"(?:Block|Inode) bitmap at (\d+)",
-                                                     groups_text)]
+        self.block_bitmaps = [int(b) for b in re.findall(r"Block bitmap at (\d+)", groups_text)]
+        self.inode_bitmaps = [int(b) for b in re.findall(r"Inode bitmap at (\d+)", groups_text)]
         self.inode_tables = [(int(a), int(b)) for a, b in
                              re.findall(r"Inode table at (\d+)-(\d+)", groups_text)]
         paths = [""] + [p for p in paths if p]
@@ -389,3 +390,166 @@ def e2fsck(img, fix=False, timeout=120):
     r = subprocess.run(["e2fsck", "-fy" if fix else "-fn", str(img)], capture_output=True,
                        text=True, timeout=timeout)
     return r.returncode, r.stdout + r.stderr
+
+
+def e2fsck_problems(report):
+    """The problems an e2fsck -fn report names, as a set of lines: numbers replaced by N (they
+    move as files come and go), details in parentheses dropped (e2fsck's words for what it
+    found in a block can change when the block does: an attribute block that is really the
+    superblock reads differently after every mount), its answers ("Fix? no"), banners, pass
+    names and the summary line dropped. Counts and bitmap differences stay: they are problems
+    too."""
+    out = set()
+    for line in report.splitlines():
+        line = line.strip()
+        if not line or line.startswith(("e2fsck ", "Pass ", "*****", "Running additional")) \
+                or re.match(r"^\S+: \d+/\d+ files", line):
+            continue
+        line = re.sub(r"\s+[A-Z][^.?]*\? no$", "", line)
+        line = re.sub(r"\s+(IGNORED|no)\.?$", "", line)
+        line = re.sub(r"\s*\([^)]*\)", "", line)
+        out.add(re.sub(r"\d+", "N", line))
+    return out
+
+
+def e2fsck_worse(before, after):
+    """What e2fsck -fn reports after (a session) that it did not before: sorted lines."""
+    return sorted(e2fsck_problems(after) - e2fsck_problems(before))
+
+
+# --------------------------------------------------------------------------- ISO 9660 images
+
+SECTOR = 2048
+
+
+class IsoRecord:
+    """One directory record of an image, as ECMA-119 and SUSP lay it out."""
+
+    def __init__(self, data, off, susp_skip=0):
+        self.offset = off
+        self.length = data[off]
+        self.xar = data[off + 1]
+        self.extent = struct.unpack_from("<I", data, off + 2)[0] + self.xar
+        self.size = struct.unpack_from("<I", data, off + 10)[0]
+        self.flags = data[off + 25]
+        nl = data[off + 32]
+        self.raw_name = bytes(data[off + 33:off + 33 + nl])
+        su = off + 33 + nl + (1 - nl % 2)
+        self.su_offset = su + susp_skip
+        self.entries = {}  # signature -> [(byte address, length)]
+        self.ce_areas = []  # (byte address, length)
+        self.nm = b""
+        area, end = self.su_offset, off + self.length
+        for _ in range(8):  # continuation areas: real images use one or two
+            i, ce = area, None
+            while i + 4 <= end:
+                sig, elen = bytes(data[i:i + 2]), data[i + 2]
+                if elen < 4 or i + elen > end:
+                    break
+                self.entries.setdefault(sig.decode("latin-1"), []).append((i, elen))
+                if sig == b"NM" and not data[i + 4] & 6:
+                    self.nm += bytes(data[i + 5:i + elen])
+                elif sig == b"CE":
+                    b, o, n = (struct.unpack_from("<I", data, i + 4 + 8 * k)[0] for k in range(3))
+                    ce = (b * SECTOR + o, n)
+                elif sig == b"ST":
+                    break
+                i += elen
+            if not ce or ce[0] + ce[1] > len(data):
+                break
+            self.ce_areas.append(ce)
+            area, end = ce[0], ce[0] + ce[1]
+
+    @property
+    def is_dir(self):
+        return bool(self.flags & 2)
+
+    def sig(self, name):
+        return self.entries.get(name, [])
+
+    def joliet_name(self):
+        n = self.raw_name.decode("utf-16-be", "replace")
+        if n.endswith(";1"):
+            n = n[:-2]
+        return n.rstrip(".")
+
+
+def iso_records(data, extent, size, susp_skip=0):
+    """The records of a directory extent (with "." and "..")."""
+    out = []
+    start = extent * SECTOR
+    off = start
+    while off < start + size and off < len(data):
+        if data[off] == 0:
+            off = (off // SECTOR + 1) * SECTOR
+            continue
+        out.append(IsoRecord(data, off, susp_skip))
+        off += data[off]
+    return out
+
+
+class IsoMap:
+    """Which bytes of an ISO image each path of its Rock Ridge (or Joliet) tree depends on,
+    from an independent reading of the pristine image: the volume descriptors (every path),
+    then for each path its directory record, its continuation areas, and its extent (the
+    records of a directory, the data of a file). `deps(path)` adds the ancestors'."""
+
+    def __init__(self, data, joliet=False):
+        self.data = data
+        self.vd = [s for s in range(16, min(len(data) // SECTOR, 200))
+                   if bytes(data[s * SECTOR + 1:s * SECTOR + 6]) == b"CD001"]
+        self.global_ranges = [(s * SECTOR, SECTOR) for s in self.vd]
+        if joliet:
+            svd = next(s for s in self.vd if data[s * SECTOR] == 2)
+            root = IsoRecord(data, svd * SECTOR + 156)
+        else:
+            root = IsoRecord(data, 16 * SECTOR + 156)
+        self.root = root
+        first = iso_records(data, root.extent, root.size)[0]
+        skip = 0
+        if not joliet:
+            sp = first.sig("SP")
+            assert sp, "no Rock Ridge in the image"
+            skip = data[sp[0][0] + 6]
+        self.skip = skip
+        self.records = {"": root}
+        self.own = {"": [(root.extent * SECTOR, max(root.size, 1))] + first.ce_areas}
+        self.dir_extent = {"": root.extent}
+        todo = [("", root.extent, root.size)]
+        while todo:
+            path, extent, size = todo.pop()
+            for r in iso_records(data, extent, size, skip)[2:]:
+                if r.flags & 4 or r.sig("RE"):
+                    continue  # associated files, and relocated directories (shown at CL)
+                name = r.joliet_name() if joliet else r.nm.decode("utf-8", "replace")
+                p = f"{path}/{name}" if path else name
+                self.records[p] = r
+                ranges = [(r.offset, r.length)] + r.ce_areas
+                if r.sig("CL"):
+                    (cl, _), = r.sig("CL")
+                    target = struct.unpack_from("<I", data, cl + 4)[0]
+                    dot = IsoRecord(data, target * SECTOR, skip)
+                    ranges.append((target * SECTOR, max(dot.size, 1)))
+                    self.dir_extent[p] = target
+                    todo.append((p, target, dot.size))
+                elif r.is_dir:
+                    ranges.append((r.extent * SECTOR, max(r.size, 1)))
+                    self.dir_extent[p] = r.extent
+                    todo.append((p, r.extent, r.size))
+                elif r.size:
+                    ranges.append((r.extent * SECTOR, r.size))
+                self.own[p] = ranges
+
+    def deps(self, path):
+        parts = [q for q in path.split("/") if q]
+        out = list(self.global_ranges)
+        for i in range(len(parts) + 1):
+            out += self.own.get("/".join(parts[:i]), [])
+        return out
+
+    def touched(self, path, patches):
+        for off, data in patches:
+            for start, length in self.deps(path):
+                if off < start + length and start < off + len(data):
+                    return True
+        return False

@@ -1,14 +1,14 @@
-"""Corrupted ext2/ext4 images through the real umfuse-ext2: over 200 deterministic variants (about
-470 with VIEWOS_LONG=1) of
-three images that mke2fs -d filled with a real tree (an ext2 with 1 KiB blocks and indirect
-blocks; an ext4 with 4 KiB blocks, extents, a journal and metadata checksums; an ext4 with
-1 KiB blocks and no checksums, so that damaged blocks are taken at their word). Every variant
-damages one structure: flipped bytes and zeroed blocks anywhere in the metadata, truncated
-images, and fields aimed at the superblock, the group descriptors, inodes (sizes, modes, flags,
-link counts, attribute blocks), extent trees and indirect blocks (pointing outside the file
-system, at metadata, at themselves), directory blocks (inode numbers, record lengths, names),
-htree indexes and xattr blocks. Fields are changed with `debugfs -w` where the image has
-checksums (so the damage gets past them, as a hostile image's would), raw elsewhere.
+"""Corrupted ext2/ext4 images through the real umfuse-ext2: over 200 deterministic variants
+(about 470 with VIEWOS_LONG=1) of three images that mke2fs -d filled with a real tree (an ext2
+with 1 KiB blocks and indirect blocks; an ext4 with 4 KiB blocks, extents, a journal and
+metadata checksums; an ext4 with 1 KiB blocks and no checksums, so that damaged blocks are
+taken at their word). Every variant damages one structure: flipped bytes and zeroed blocks
+anywhere in the metadata, truncated images, and fields aimed at the superblock, the group
+descriptors, inodes (sizes, modes, flags, link counts, attribute blocks), extent trees and
+indirect blocks (pointing outside the file system, at metadata, at themselves), directory
+blocks (inode numbers, record lengths, names), htree indexes and xattr blocks. Fields are
+changed with `debugfs -w` where the image has checksums (so the damage gets past them, as a
+hostile image's would), raw elsewhere.
 
 Each variant is mounted read-only and walked (list, stat, read, readlink, xattrs) with a time
 bound. umfuse-ext2 must either refuse it (exit 2, one line `umfuse-ext2: ...` naming the image,
@@ -23,18 +23,20 @@ directory are intact — or serve it so that
   * the image, with 64 KiB of random bytes after the file system, is bit for bit unchanged.
 
 One variant in four is then mounted read-write and changed a little (create + fsync, mkdir,
-rename, unlink, truncate, append, setxattr). Errors are allowed; what is not:
+rename, unlink, truncate, append, setxattr, symlink, rmdir). Errors are allowed; what is not:
   * a file whose write and fsync succeeded that does not read back;
   * a write outside the file system (the 64 KiB after it, the image's size);
   * e2fsck -fn finding problems the damage alone did not cause. "Worse" is defined on e2fsck's
-    own words: its report on the damaged image and on the image after the session are turned
-    into sets of problem lines (numbers replaced by N, answers and banners dropped); a line in
-    the second set that is not in the first is a problem the session made. Counts and bitmap
-    differences are problems too, so a session that leaves a wrong free count is caught.
-  Not in the read-write set: damage to the block or inode bitmaps of images without checksums.
-  Nothing can tell such a bitmap is wrong, so any writer (the kernel's ext2 included) allocates
-  blocks that are in use; e2fsck then finds blocks claimed twice. With metadata_csum the
-  daemon refuses the read-write mount instead, and those variants are in the set.
+    own words: its reports on the damaged image and on the image after the session are turned
+    into sets of problem lines (relb_util.e2fsck_problems: numbers replaced by N, details in
+    parentheses, answers and banners dropped); a line in the second set that is not in the
+    first is a problem the session made. Counts and bitmap differences are problems too, so a
+    session that leaves a wrong free count is caught.
+  Not in the read-write set: damage to the block bitmap of an image without checksums. Nothing
+  can tell such a bitmap is wrong short of reading every file's map, so any writer (the
+  kernel's ext2 included) allocates blocks that are in use, and e2fsck finds blocks claimed
+  twice. (A damaged inode bitmap is in the set: a new inode is checked on disk before use.
+  With metadata_csum the daemon refuses a read-write mount over a bad bitmap.)
 
 Variants run four at a time, one daemon each; a walk or session that outlives its bound
 kills the daemon and fails the variant as a hang."""
@@ -52,6 +54,7 @@ import pytest
 
 from conftest import make_tree
 from relb_util import (LONG, DaemonPool, Ext2Map, Hang, bounded, describe_source, e2fsck,
+                       e2fsck_worse,
                        file_sha, in_mountinfo, one_line_refusal, patch_file, sparse_copy,
                        walk_tree)
 
@@ -236,8 +239,8 @@ def regions(base):
         out.append(("the xattr block of /plain", m.acl_block["plain"] * bs, bs))
     if m.acl_block["acl-dir"]:
         out.append(("the xattr block of /acl-dir", m.acl_block["acl-dir"] * bs, bs))
-    out.append(("the block bitmap", m.bitmaps[0] * bs, bs))
-    out.append(("the inode bitmap", m.bitmaps[1] * bs, bs))
+    out.append(("the block bitmap", m.block_bitmaps[0] * bs, bs))
+    out.append(("the inode bitmap", m.inode_bitmaps[0] * bs, bs))
     return out
 
 
@@ -268,8 +271,8 @@ def kind_zeroed(base, rnd):
     if m.acl_block["plain"]:
         places.append(("the xattr block of /plain", m.acl_block["plain"] * bs))
     places.append(("the first data block of /plain", base.blocks_of("plain")[0] * bs))
-    places.append(("the block bitmap", m.bitmaps[0] * bs))
-    places.append(("the inode bitmap", m.bitmaps[1] * bs))
+    places.append(("the block bitmap", m.block_bitmaps[0] * bs))
+    places.append(("the inode bitmap", m.inode_bitmaps[0] * bs))
     places.append(("the last block of the file system", base.size - bs))
     places.append(("a random block", rnd.randrange(base.size // bs) * bs))
     return [Variant(f"zeroed {what}", [(off, bytes(bs))]) for what, off in places]
@@ -308,7 +311,7 @@ def kind_superblock(base, rnd):
 def kind_descriptors(base, rnd):
     far = base.size // base.bs + 100
     sets = [(0, "inode_table", 0), (0, "inode_table", far), (0, "inode_table", 1),
-            (0, "inode_table", base.map.bitmaps[0]), (0, "block_bitmap", far),
+            (0, "inode_table", base.map.block_bitmaps[0]), (0, "block_bitmap", far),
             (0, "inode_bitmap", far), (0, "flags", 1), (0, "itable_unused", 0xFFFF),
             (0, "free_inodes_count", 0xFFFF)]
     if len(base.map.inode_tables) > 1:
@@ -567,23 +570,6 @@ def check_walk(base, v, w, changed, problems):
             problems.append(f"/{path} untouched by the damage but reads as {shown!r:.200}")
 
 
-def worse(before, after):
-    """Problem lines e2fsck -fn reports after the session and did not before (see the module
-    docstring)."""
-    def problems(text):
-        out = set()
-        for line in text.splitlines():
-            line = line.strip()
-            if not line or line.startswith(("e2fsck ", "Pass ", "*****")) or \
-                    re.match(r"^\S+: \d+/\d+ files", line) or line.startswith("Running "):
-                continue
-            line = re.sub(r"\s+[A-Z][^.?]*\? no$", "", line)
-            line = re.sub(r"\s+(IGNORED|no)\.?$", "", line)
-            out.add(re.sub(r"\d+", "N", line))
-        return out
-    return sorted(problems(after) - problems(before))
-
-
 def write_session(mnt, base, report):
     """A few changes of every kind; errors from ALLOWED_WRITE are recorded, not raised.
     Returns the data of the new file when its write and fsync succeeded."""
@@ -655,7 +641,7 @@ def rw_check(base, v, img, mnt, pool, problems):
             if os.pread(f.fileno(), SENTINEL, base.size) != tail:
                 problems.append("rw: the bytes after the file system were written")
     status2, after = e2fsck(img)
-    new = worse(before, after)
+    new = e2fsck_worse(before, after)
     if new:
         problems.append(f"rw: e2fsck -fn finds what the damage alone did not: {new[:6]}")
 
@@ -701,7 +687,8 @@ def run_variant(base, v, workdir, pool):
         problems.append("sanitizer: " + daemon.sanitizer_report()[-3000:])
     if file_sha(img) != before:
         problems.append("a read-only mount changed the image")
-    bitmap_damage = not base.csum and any(c[0] // base.bs in base.map.bitmaps for c in changed)
+    bitmap_damage = not base.csum and any(c[0] // base.bs in base.map.block_bitmaps
+                                          for c in changed)
     if v.rw and not problems and not bitmap_damage:
         rw_check(base, v, img, mnt, pool, problems)
         outcome += "+rw"
