@@ -765,6 +765,58 @@ int data_fallocate(struct e2 *e, struct node *n, struct ext2_inode_large *in,
 	return 0;
 }
 
+/* SEEK_DATA/SEEK_HOLE in a block-mapped (ext2/ext3) file: its mapped blocks in order, from
+ * libext2fs' iterator, which passes over a missing indirect block's whole range at once. Asking
+ * block by block, a hole of gigabytes would take minutes under the big lock. */
+struct seek_ind {
+	uint64_t from, expect, data_at;
+	bool data_found, hole_found;
+};
+
+static int seek_ind_block(ext2_filsys fs, blk64_t *blocknr, e2_blkcnt_t blockcnt,
+			  blk64_t ref_blk, int ref_offset, void *priv)
+{
+	(void)fs, (void)blocknr, (void)ref_blk, (void)ref_offset;
+	struct seek_ind *c = priv;
+	if (blockcnt < 0 || (uint64_t)blockcnt < c->from)
+		return 0; /* an indirect block itself, or before the start */
+	uint64_t l = (uint64_t)blockcnt;
+	if (!c->data_found) {
+		c->data_found = true;
+		c->data_at = l;
+	}
+	if (l == c->expect)
+		c->expect++;
+	else
+		c->hole_found = true;
+	return c->hole_found ? BLOCK_ABORT : 0;
+}
+
+static int seek_indirect(struct e2 *e, struct node *n, struct ext2_inode_large *in,
+			 uint64_t off, int whence, uint64_t *result)
+{
+	uint64_t bs = e->fs->blocksize, size = EXT2_I_SIZE(in);
+	struct seek_ind c = { .from = off / bs, .expect = off / bs };
+	errcode_t err = ext2fs_block_iterate3(e->fs, n->ino, BLOCK_FLAG_READ_ONLY |
+					      BLOCK_FLAG_DATA_ONLY, NULL, seek_ind_block, &c);
+	if (err)
+		return -e2_errno(e, err, "reading the block map", n->ino);
+	uint64_t at;
+	if (whence == SEEK_DATA) {
+		if (!c.data_found)
+			return -ENXIO;
+		at = c.data_at * bs;
+	} else {
+		at = c.expect * bs; /* the first block after the mapped run that starts at off */
+	}
+	if (at < off)
+		at = off;
+	if (at >= size)
+		return whence == SEEK_DATA ? -ENXIO : (*result = size, 0);
+	*result = at;
+	return 0;
+}
+
 int data_seek(struct e2 *e, struct node *n, struct ext2_inode_large *in, uint64_t off,
 	      int whence, uint64_t *result)
 {
@@ -775,6 +827,8 @@ int data_seek(struct e2 *e, struct node *n, struct ext2_inode_large *in, uint64_
 		*result = whence == SEEK_DATA ? off : size;
 		return 0;
 	}
+	if (!has_extents(in))
+		return seek_indirect(e, n, in, off, whence, result);
 	unsigned bs = e->fs->blocksize;
 	uint64_t lblk = off / bs, end_blk = (size - 1) / bs;
 	while (lblk <= end_blk) {

@@ -289,6 +289,22 @@ static int build_inline_one(ext2_ino_t dir, int entry, struct ext2_dir_entry *di
 	return 0;
 }
 
+/* The blocks of a directory, from its size. A size that claims more blocks than the inode has
+ * allocated (i_blocks) is corruption, as e2fsck says; taken at its word it would have every
+ * listing walk millions of holes, and the index allocate for each of them. */
+static int dir_nblocks(struct e2 *e, ext2_ino_t dir, const struct ext2_inode_large *in,
+		       uint64_t *nblocks)
+{
+	uint64_t bs = e->fs->blocksize;
+	uint64_t allocated = ext2fs_get_stat_i_blocks(e->fs, (struct ext2_inode *)in) * 512 / bs;
+	*nblocks = EXT2_I_SIZE(in) / bs;
+	if (*nblocks > allocated || *nblocks > UINT32_MAX - 1) {
+		e2_errno(e, EXT2_ET_DIR_CORRUPTED, "the directory's size is beyond its blocks", dir);
+		return -EIO;
+	}
+	return 0;
+}
+
 static int build_index(struct e2 *e, ext2_ino_t dir, struct node *n, struct dir_index **out)
 {
 	struct ext2_inode_large in;
@@ -317,10 +333,10 @@ static int build_index(struct e2 *e, ext2_ino_t dir, struct node *n, struct dir_
 		return 0;
 	}
 	di->htree = (in.i_flags & EXT2_INDEX_FL) != 0;
-	uint64_t nblocks = EXT2_I_SIZE(&in) / e->fs->blocksize;
-	if (nblocks > UINT32_MAX - 1) {
+	uint64_t nblocks;
+	if ((r = dir_nblocks(e, dir, &in, &nblocks)) < 0) {
 		dir_index_drop(e, di);
-		return -EIO;
+		return r;
 	}
 	di->nblocks = (uint32_t)nblocks;
 	di->room = calloc(nblocks ? nblocks : 1, sizeof *di->room);
@@ -749,7 +765,9 @@ int dir_iterate(struct e2 *e, ext2_ino_t dir, uint64_t pos, dir_fn fn, void *arg
 	if (!n)
 		return -ENOMEM;
 	unsigned bs = e->fs->blocksize;
-	uint64_t nblocks = EXT2_I_SIZE(&in) / bs;
+	uint64_t nblocks;
+	if ((r = dir_nblocks(e, dir, &in, &nblocks)) < 0)
+		return r;
 	void *buf = malloc(bs);
 	if (!buf)
 		return -ENOMEM;
