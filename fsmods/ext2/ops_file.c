@@ -83,6 +83,11 @@ void op_write(fuse_req_t req, fuse_ino_t fino, const char *buf, size_t size, off
 		if (r != -ENOSPC || !e2_wait_for_released(e) || (r = ino_read(e, ino, &in)) < 0)
 			break;
 	}
+	/* A short write tells a writer what was taken. But the kernel's writeback takes a short
+	 * reply to a page flush for the whole (and drops the pages): the rest would be lost with
+	 * fsync saying all is well. There, what did not fit is an error. */
+	if (e->writeback_cache && r >= 0 && (size_t)r < size)
+		r = (uint64_t)off + size > e->max_file_size ? -EFBIG : -ENOSPC;
 	e2_unlock(e);
 	if (r < 0)
 		fuse_reply_err(req, (int)-r);
