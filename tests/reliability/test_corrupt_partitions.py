@@ -19,15 +19,15 @@ import os
 import random
 import shutil
 import struct
+import subprocess
 import tempfile
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from rellib import (SECTOR, DaemonPool, Hang, bounded, ebr_chain, expected_partitions,
-                    gpt_fix_crcs, is_mountpoint, le, one_line_error, wait_until)
+                    gpt_fix_crcs, is_mountpoint, one_line_error, wait_until)
 
 MBR = "umdev-mbr"
 BLKRRPART = 0x125F
@@ -56,7 +56,6 @@ start=7500, size=1000
 
 def make_disk(path, script, seed):
     """A disk of random bytes partitioned by sfdisk; returns its bytes."""
-    import subprocess
     path.write_bytes(random.Random(seed).randbytes(DISK_SECTORS * SECTOR))
     subprocess.run(["sfdisk", "--quiet", "--no-reread", "--no-tell-kernel", str(path)],
                    input=script, text=True, check=True, capture_output=True)

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from conftest import force_unmount
-from rellib import LONG, MIB, DaemonPool, Hang, bounded, in_mountinfo, is_mountpoint, wait_until
+from rellib import LONG, MIB, DaemonPool, in_mountinfo, is_mountpoint, wait_until
 
 MBR = "umdev-mbr"
 RAMDISK = "umdev-ramdisk"

@@ -1,6 +1,10 @@
 """Regression tests for the umfuse-fat bugs the reliability suites found (the fixes are in
 fsmods/fat/; see docs/reliability.md)."""
+import errno
 import os
+import subprocess
+
+import pytest
 
 from conftest import make_fat
 from rellib import DaemonPool
@@ -9,7 +13,6 @@ FAT = "umfuse-fat"
 
 
 def fsck_clean(img):
-    import subprocess
     r = subprocess.run(["fsck.fat", "-n", str(img)], capture_output=True, text=True)
     out = r.stdout + r.stderr
     return r.returncode == 0 and not [line for line in out.splitlines() if line and not
@@ -63,8 +66,6 @@ def test_space_of_an_unlinked_file_still_known_to_the_kernel_is_usable(tmp_path)
     """Those clusters count as free at once (df after rm is right) and a write that needs
     them gets them (no ENOSPC on a volume with room); a reopen that comes after that gets
     ESTALE, never another file's data."""
-    import errno
-    import pytest
     img = make_fat(tmp_path / "s.img", fat=12, size="1440K")
     mnt = tmp_path / "mnt"
     mnt.mkdir()

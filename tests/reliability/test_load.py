@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from conftest import make_fat
-from rellib import LONG, MIB, DaemonPool, Hang, in_mountinfo, is_mountpoint, wait_until
+from rellib import LONG, MIB, DaemonPool, in_mountinfo, is_mountpoint, wait_until
 
 FAT = "umfuse-fat"
 MBR = "umdev-mbr"
