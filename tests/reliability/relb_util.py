@@ -67,8 +67,9 @@ class Daemon:
     """A viewos daemon in the foreground (-f) under our control, usable from worker threads;
     its output goes to a log file."""
 
-    def __init__(self, name, args, mountpoint, logdir):
+    def __init__(self, name, args, mountpoint, logdir, asan_options=""):
         self.name = name
+        self.asan_options = asan_options  # appended to the harness's ASAN_OPTIONS
         self.argv = [viewos_bin(name), "-f", *[str(a) for a in args]]
         self.mountpoint = str(mountpoint)
         self.log = Path(logdir) / f"{name}-{threading.get_ident()}-{time.monotonic_ns()}.log"
@@ -76,9 +77,12 @@ class Daemon:
 
     def start(self, timeout=30):
         """True once mounted; False when the daemon exited first (a refusal)."""
+        env = sanitizer_env()
+        if self.asan_options:
+            env["ASAN_OPTIONS"] += ":" + self.asan_options
         with open(self.log, "w") as logf:
             self.proc = subprocess.Popen(self.argv, stdout=logf, stderr=subprocess.STDOUT,
-                                         env=sanitizer_env(), start_new_session=True)
+                                         env=env, start_new_session=True)
         deadline = time.monotonic() + timeout
         while True:
             if in_mountinfo(self.mountpoint):
@@ -163,8 +167,8 @@ class DaemonPool:
         self.started = []
         self.lock = threading.Lock()
 
-    def new(self, name, args, mountpoint):
-        d = Daemon(name, args, mountpoint, self.logdir)
+    def new(self, name, args, mountpoint, asan_options=""):
+        d = Daemon(name, args, mountpoint, self.logdir, asan_options)
         with self.lock:
             self.started.append(d)
         return d
