@@ -371,8 +371,9 @@ int ensure_upper_dir(struct viewfs *fs, struct vnode *d)
 		close(from);
 	if (to >= 0)
 		close(to);
-	if (geteuid() == 0)
-		fchownat(pfd, d->name, st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW);
+	/* a root daemon keeps the owner; a layer that cannot store it keeps ours (best effort) */
+	if (geteuid() == 0 && fchownat(pfd, d->name, st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW) < 0)
+		vo_debug("copy-up of %s keeps the daemon's owner: %s", d->name, strerror(errno));
 	struct timespec times[2] = { st.st_atim, st.st_mtim };
 	if (fchmodat(pfd, d->name, real_mode, 0) < 0 ||
 	    utimensat(pfd, d->name, times, AT_SYMLINK_NOFOLLOW) < 0) {

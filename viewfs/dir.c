@@ -176,8 +176,10 @@ static int create_in(struct viewfs *fs, fuse_req_t req, struct vnode *p, const c
 		vrecord_clear(&rec);
 		if (rc < 0)
 			return rc;
-		if (fs->vstat && root_daemon)
-			fchownat(node_fd(p, UPPER), name, cu, cg, AT_SYMLINK_NOFOLLOW);
+		/* the record holds the virtual owner; the real one is a courtesy for the host */
+		if (fs->vstat && root_daemon &&
+		    fchownat(node_fd(p, UPPER), name, cu, cg, AT_SYMLINK_NOFOLLOW) < 0)
+			vo_debug("%s keeps the daemon's owner: %s", name, strerror(errno));
 		if (whiteout && (rc = meta_clear_whiteout(fs, p, name)) < 0)
 			return rc;
 	}
