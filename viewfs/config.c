@@ -31,6 +31,8 @@ static const struct vo_opt viewfs_options[] = {
 	  "how long the kernel caches names and attributes (default 1)" },
 	{ "volatile", VO_OPT_FLAG, offsetof(struct viewfs_config, volatile_layer), 1, 0, NULL, NULL,
 	  "do not fsync copies (faster; a system crash may leave empty files)" },
+	{ "user", VO_OPT_FLAG, offsetof(struct viewfs_config, keep_user), 1, 0, NULL, NULL,
+	  "with -- COMMAND: run it with the user's own ids, not as the view's root" },
 	{ "writeback", VO_OPT_BOOL, offsetof(struct viewfs_config, writeback), 0, 0, NULL, NULL,
 	  "kernel write-back cache (default no: mtimes may lag, see viewfs(1))" },
 	VO_OPT_TABLE_END,
@@ -38,13 +40,17 @@ static const struct vo_opt viewfs_options[] = {
 
 const struct vo_daemon_info viewfs_info = {
 	.name = "viewfs",
-	.args_usage = "SOURCE MOUNTPOINT",
+	.args_usage = "SOURCE MOUNTPOINT [-- COMMAND [ARGS...]]",
 	.summary = "File-system patchworking: shows SOURCE patched over the original MOUNTPOINT\n"
 		   "(move/bind, merge, cow or mincow), with whiteouts and virtual metadata kept in\n"
-		   "SOURCE/.- (see viewfs(1) and docs/viewfs-layer-format.md).",
+		   "SOURCE/.- (see viewfs(1) and docs/viewfs-layer-format.md).\n"
+		   "With MOUNTPOINT / or -- COMMAND it runs COMMAND (default: your shell) in a view:\n"
+		   "its own user and mount namespaces, the view as its root, as the view's root\n"
+		   "with vstat. viewfs --enter PID [-- COMMAND] joins the view of PID.",
 	.options = viewfs_options,
 	.min_positional = 2,
 	.max_positional = 2,
+	.accepts_command = true,
 };
 
 void viewfs_config_init(struct viewfs_config *cfg)

@@ -23,6 +23,7 @@ struct viewfs_config {
 	char *timeout;            /* seconds the kernel may cache entries and attributes */
 	int writeback;            /* kernel write-back cache */
 	int volatile_layer;       /* no fsync of copies: faster, not crash-safe (as overlayfs's) */
+	int keep_user;            /* a view with a command: keep the user's ids (no virtual root) */
 
 	/* filled in by viewfs_config_check() */
 	double timeout_s;

@@ -24,12 +24,16 @@
  *     timeout (-o timeout, default 1 s).
  *   - Hard links between original files are one file until one name is copied up; after a
  *     remount the other names show the original again (overlayfs without its index, likewise).
- *   - MOUNTPOINT `/` with a command (a view for a process: namespaces, virtual root) is the
- *     view launcher's job; it builds on viewfs.h. */
+ *
+ * MOUNTPOINT `/`, or `-- COMMAND`, makes it a view for a command (launcher.c: namespaces,
+ * virtual root); `--enter PID` joins such a view (enter.c). */
 #include "config.h"
 #include "daemon.h"
 #include "log.h"
+#include "view.h"
 #include "viewfs.h"
+
+#include <string.h>
 
 #include <stdlib.h>
 #include <unistd.h>
@@ -39,6 +43,8 @@ int main(int argc, char **argv)
 	struct viewfs_config cfg;
 	struct vo_cmdline cl;
 	vo_log_init("viewfs");
+	if (argc > 1 && strcmp(argv[1], "--enter") == 0)
+		return view_enter(argc - 2, argv + 2);
 	viewfs_config_init(&cfg);
 	int r = vo_cmdline_parse(&viewfs_info, &cfg, argc, argv, &cl);
 	if (r != 0 || viewfs_config_check(&cfg) < 0) {
@@ -48,6 +54,12 @@ int main(int argc, char **argv)
 	}
 	vo_log_set_debug(cl.debug);
 	const char *source = cl.positional[0], *mountpoint = cl.positional[1];
+	if (view_requested(&cl)) {
+		int st = view_main(&cfg, &cl);
+		vo_cmdline_free(&cl);
+		viewfs_config_free(&cfg);
+		return st;
+	}
 
 	/* Both directories are opened now, before anything is mounted on MOUNTPOINT. */
 	int layer_fd, lower_fd;

@@ -59,7 +59,10 @@ int viewfs_open_dirs(const struct viewfs_config *cfg, const char *source, const 
 		vo_error("cannot use %s as the layer of %s: it is the mount point itself", source,
 			 mountpoint);
 		status = VO_EXIT_SOURCE;
-	} else if (inside(rs, rm) && !under_except(cfg, inside(rs, rm))) {
+	} else if (inside(rs, rm) && !under_except(cfg, inside(rs, rm)) &&
+		   viewfs_mode_is_union(cfg->mode)) {
+		/* (in move mode the original is not shown: a layer inside it is harmless, e.g. a
+		 * cage in /tmp entered as the root of a view) */
 		vo_error("cannot use %s as the layer of %s: it is inside the mount point (except= "
 			 "its path or put it elsewhere)", source, mountpoint);
 		status = VO_EXIT_SOURCE;
@@ -211,6 +214,11 @@ void viewfs_free(struct viewfs *fs)
 	pthread_mutex_destroy(&fs->table_lock);
 	pthread_mutex_destroy(&fs->inum_lock);
 	free(fs);
+}
+
+void viewfs_set_session(struct viewfs *fs, struct fuse_session *se)
+{
+	fs->se = se;
 }
 
 static bool has_arg(const struct vo_cmdline *cl, const char *word)

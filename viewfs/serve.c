@@ -17,6 +17,7 @@
 #include "fs.h"
 
 #include "log.h"
+#include "viewfs.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -43,6 +44,11 @@ struct loop {
 };
 
 static __thread struct loop *my_loop;
+
+/* The loop being served, for viewfs_serve_stop() (a launcher ends its view from another
+ * thread when the command exits). */
+static pthread_mutex_t current_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct loop *current;
 static __thread bool i_lead;
 
 static void *worker(void *arg);
@@ -148,7 +154,21 @@ static void wake_handler(int sig)
 	(void)sig; /* only interrupts a blocking read */
 }
 
+void viewfs_serve_stop(struct fuse_session *se)
+{
+	fuse_session_exit(se);
+	pthread_mutex_lock(&current_lock);
+	if (current && current->se == se)
+		sem_post(&current->finished); /* the waiting loop wakes now, not at its next tick */
+	pthread_mutex_unlock(&current_lock);
+}
+
 int viewfs_serve(struct fuse_session *se, unsigned max_threads)
+{
+	return viewfs_serve_ex(se, max_threads, true);
+}
+
+int viewfs_serve_ex(struct fuse_session *se, unsigned max_threads, bool own_signals)
 {
 	struct loop l = { .se = se, .max_workers = max_threads ? max_threads : 10 };
 	if (l.max_workers > MAX_WORKERS)
@@ -159,10 +179,13 @@ int viewfs_serve(struct fuse_session *se, unsigned max_threads)
 	struct sigaction sa = { .sa_handler = wake_handler }, old_sa;
 	sigemptyset(&sa.sa_mask);
 	sigaction(WAKE_SIGNAL, &sa, &old_sa); /* no SA_RESTART: read() returns EINTR */
-	if (fuse_set_signal_handlers(se) != 0) {
+	if (own_signals && fuse_set_signal_handlers(se) != 0) {
 		vo_error("cannot install signal handlers");
 		return -EIO;
 	}
+	pthread_mutex_lock(&current_lock);
+	current = &l;
+	pthread_mutex_unlock(&current_lock);
 
 	pthread_mutex_lock(&l.lock);
 	pass_on_locked(&l); /* the first worker */
@@ -170,7 +193,11 @@ int viewfs_serve(struct fuse_session *se, unsigned max_threads)
 	pthread_mutex_unlock(&l.lock);
 	if (!started) {
 		vo_error("cannot start a thread: %s", strerror(errno));
-		fuse_remove_signal_handlers(se);
+		pthread_mutex_lock(&current_lock);
+		current = NULL;
+		pthread_mutex_unlock(&current_lock);
+		if (own_signals)
+			fuse_remove_signal_handlers(se);
 		return -EIO;
 	}
 
@@ -205,7 +232,11 @@ int viewfs_serve(struct fuse_session *se, unsigned max_threads)
 			nanosleep(&ts, NULL);
 		}
 	}
-	fuse_remove_signal_handlers(se);
+	pthread_mutex_lock(&current_lock);
+	current = NULL;
+	pthread_mutex_unlock(&current_lock);
+	if (own_signals)
+		fuse_remove_signal_handlers(se);
 	sigaction(WAKE_SIGNAL, &old_sa, NULL);
 	sem_destroy(&l.finished);
 	pthread_cond_destroy(&l.cv);

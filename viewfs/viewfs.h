@@ -36,6 +36,12 @@ struct fuse_session *viewfs_mount(struct viewfs *fs, struct vo_cmdline *cl, cons
 /* Serve se until it is unmounted or a signal ends it (SIGTERM, SIGINT, SIGHUP), with up to
  * max_threads threads (1: single-threaded; 0: the default). 0 or -errno. */
 int viewfs_serve(struct fuse_session *se, unsigned max_threads);
+/* The same; own_signals false leaves the signals to the caller (a launcher waiting for its
+ * command), which ends the loop with viewfs_serve_stop() (from any thread). */
+int viewfs_serve_ex(struct fuse_session *se, unsigned max_threads, bool own_signals);
+void viewfs_serve_stop(struct fuse_session *se);
+/* The session fs is served through, when a launcher made it itself (NULL when it ends). */
+void viewfs_set_session(struct viewfs *fs, struct fuse_session *se);
 
 /* Mount, report readiness (vo_detach_ready), serve until unmounted or signalled, unmount.
  * Returns an exit code. */
