@@ -1,0 +1,321 @@
+"""Views: a command with its own root (`viewfs -o OPTS LAYER / -- COMMAND`), run as the
+unprivileged test user: virtual root, real /proc and except= paths, the exit status, cleanup,
+--enter, side-by-side and nested views, mounts made inside a view, bad input."""
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import make_ext, run, sanitizer_env, viewos_bin
+from views_lib import fuse_lines, popen_view, remove, scratch_outside_tmp, sh, view, wait_for
+
+
+def test_exit_status_of_the_command_is_viewfs_status(user, utmp):
+    assert sh(user, utmp / "layer", "exit 7", check=False).returncode == 7
+    assert view(user, utmp / "layer", "true").returncode == 0
+
+
+def test_signal_death_of_the_command_is_128_plus_n(user, utmp):
+    r = sh(user, utmp / "layer", "kill -TERM $$", check=False)
+    assert r.returncode == 128 + signal.SIGTERM
+
+
+def test_virtual_root_is_uid_0_and_host_root_files_show_as_root(user, utmp):
+    r = sh(user, utmp / "layer", "id -u; id -g; stat -c '%u:%g' /usr/bin/env /etc/passwd")
+    assert r.stdout.split() == ["0", "0", "0:0", "0:0"]
+
+
+def test_files_of_other_users_show_their_real_owners(user, utmp):
+    d = scratch_outside_tmp(user, "owners")
+    try:
+        f = d / "theirs"
+        f.write_text("x")
+        os.chown(f, 1234, 4321)
+        mine = d / "mine"
+        mine.write_text("y")
+        user.chown(mine)
+        r = sh(user, utmp / "layer", f"stat -c '%u:%g' {f} {mine}")
+        assert r.stdout.split() == ["1234:4321", f"{user.uid}:{user.gid}"]
+    finally:
+        remove(d)
+
+
+def test_chown_in_the_view_shows_the_new_ids_and_stays_in_the_layer(user, utmp):
+    layer = utmp / "layer"
+    r = sh(user, layer, "set -e; mkdir -p /usr/local/share/v; cd /usr/local/share/v; "
+           "touch a b; chown 1234:1234 a; chown _apt:nogroup b; stat -c '%n %u:%g %U' a b")
+    apt_uid = int(subprocess.check_output(["id", "-u", "_apt"]))
+    assert r.stdout.split("\n")[:2] == ["a 1234:1234 UNKNOWN", f"b {apt_uid}:65534 _apt"]
+    assert not Path("/usr/local/share/v").exists()
+    # the layer holds them, and a second view shows the same owners
+    r = sh(user, layer, "stat -c '%n %u:%g' /usr/local/share/v/a /usr/local/share/v/b")
+    assert r.stdout.split("\n")[:2] == ["/usr/local/share/v/a 1234:1234",
+                                        f"/usr/local/share/v/b {apt_uid}:65534"]
+
+
+def test_setuid_and_setgroups_work_with_subordinate_ids(user, utmp):
+    # apt drops to _apt this way: a real setuid()/setgroups() in the view
+    r = sh(user, utmp / "layer", "setpriv --reuid=_apt --regid=nogroup --clear-groups "
+           "sh -c 'id -un; id -u; touch /tmp/_apt_was_here 2>&1 || true'")
+    apt_uid = subprocess.check_output(["id", "-u", "_apt"], text=True).strip()
+    assert r.stdout.split()[:2] == ["_apt", apt_uid]
+
+
+def test_option_user_keeps_the_users_own_ids(user, utmp):
+    r = sh(user, utmp / "layer", "id -u; id -g", opts="mincow,except=/tmp,vstat,user")
+    assert r.stdout.split() == [str(user.uid), str(user.gid)]
+
+
+def test_except_tmp_is_the_real_tmp_as_a_bind_mount(user, utmp):
+    r = sh(user, utmp / "layer", f"echo hello > {utmp}/from-view; "
+           "findmnt -no FSTYPE --mountpoint /tmp; findmnt -no FSTYPE --mountpoint /")
+    assert (utmp / "from-view").read_text() == "hello\n"
+    fstype_tmp, fstype_root = r.stdout.split()[:2]
+    assert fstype_root == "fuse.viewfs"
+    assert not fstype_tmp.startswith("fuse"), "except=/tmp must be a real bind, not FUSE"
+
+
+def test_proc_sys_dev_are_the_real_ones(user, utmp):
+    r = sh(user, utmp / "layer", "findmnt -rno TARGET,FSTYPE")
+    seen = dict(line.split(" ", 1) for line in r.stdout.splitlines())
+    assert seen["/proc"] == "proc" and seen["/sys"] == "sysfs" and seen["/dev"] == "devtmpfs"
+
+
+def test_changes_land_in_the_layer_and_the_host_is_untouched(user, utmp):
+    layer = utmp / "layer"
+    sh(user, layer, "echo new > /etc/viewos-views-test && echo more >> /etc/hostname")
+    assert not Path("/etc/viewos-views-test").exists()
+    assert "more" not in Path("/etc/hostname").read_text()
+    assert (layer / "etc" / "viewos-views-test").read_text() == "new\n"
+    r = sh(user, layer, "cat /etc/viewos-views-test; tail -n1 /etc/hostname")
+    assert r.stdout.split() == ["new", "more"]
+
+
+def test_a_file_written_by_the_host_is_seen_in_the_running_view(user, utmp):
+    d = scratch_outside_tmp(user, "hostwrite")
+    try:
+        f = d / "f"
+        f.write_text("old\n")
+        ready, written = utmp / "ready", utmp / "written"
+        p = popen_view(user, utmp / "layer", "/bin/sh", "-c",
+                       f"cat {f}; touch {ready}; while [ ! -e {written} ]; do sleep 0.05; done; "
+                       f"sleep 1.3; cat {f}")
+        wait_for(ready)
+        f.write_text("new content, longer\n")
+        written.touch()
+        out, err = p.communicate(timeout=30)
+        assert p.returncode == 0, err
+        assert out.splitlines() == ["old", "new content, longer"]
+    finally:
+        remove(d)
+
+
+def test_nothing_is_mounted_on_the_host_while_and_after_a_view_runs(user, utmp):
+    before = fuse_lines()
+    ready, done = utmp / "ready", utmp / "done"
+    p = popen_view(user, utmp / "layer", "/bin/sh", "-c",
+                   f"touch {ready}; while [ ! -e {done} ]; do sleep 0.05; done")
+    wait_for(ready)
+    assert fuse_lines() == before
+    done.touch()
+    p.communicate(timeout=30)
+    assert p.returncode == 0
+    assert fuse_lines() == before
+
+
+def test_killed_command_ends_the_view_and_its_daemon(user, utmp):
+    pidfile = utmp / "pid"
+    p = popen_view(user, utmp / "layer", "/bin/sh", "-c", f"echo $$ > {pidfile}; exec sleep 60")
+    wait_for(pidfile)
+    time.sleep(0.2)
+    os.kill(int(pidfile.read_text()), signal.SIGKILL)
+    p.communicate(timeout=30)
+    assert p.returncode == 128 + signal.SIGKILL
+
+
+def test_sigterm_to_viewfs_reaches_the_command(user, utmp):
+    pidfile = utmp / "pid"
+    p = popen_view(user, utmp / "layer", "/bin/sh", "-c",
+                   f"trap 'echo got-term; exit 9' TERM; echo $$ > {pidfile}; "
+                   "while :; do sleep 0.05; done")
+    wait_for(pidfile)
+    time.sleep(0.2)
+    p.send_signal(signal.SIGTERM)
+    out, _ = p.communicate(timeout=30)
+    assert p.returncode == 9 and "got-term" in out
+
+
+def test_killed_viewfs_takes_the_command_with_it(user, utmp):
+    pidfile = utmp / "pid"
+    p = popen_view(user, utmp / "layer", "/bin/sh", "-c", f"echo $$ > {pidfile}; exec sleep 60")
+    wait_for(pidfile)
+    time.sleep(0.2)
+    cmd_pid = int(pidfile.read_text())
+    p.kill()
+    p.communicate(timeout=30)
+    for _ in range(100):
+        if not Path(f"/proc/{cmd_pid}").exists():
+            break
+        time.sleep(0.05)
+    assert not Path(f"/proc/{cmd_pid}").exists(), "the command outlived its view"
+
+
+def test_enter_joins_a_running_view(user, utmp):
+    layer = utmp / "layer"
+    pidfile, done = utmp / "pid", utmp / "done"
+    p = popen_view(user, layer, "/bin/sh", "-c",
+                   f"echo only-in-view > /etc/viewos-enter; cd /usr/share; echo $$ > {pidfile}; "
+                   f"while [ ! -e {done} ]; do sleep 0.05; done")
+    try:
+        wait_for(pidfile)
+        time.sleep(0.1)
+        r = run([viewos_bin("viewfs"), "--enter", pidfile.read_text().strip(), "--", "/bin/sh",
+                 "-c", "cat /etc/viewos-enter; pwd; id -u"], user=user)
+        assert r.stdout.split() == ["only-in-view", "/usr/share", "0"]
+        assert not Path("/etc/viewos-enter").exists()
+    finally:
+        done.touch()
+        p.communicate(timeout=30)
+    assert p.returncode == 0
+
+
+def test_enter_bad_pid_is_a_one_line_error(user):
+    r = run([viewos_bin("viewfs"), "--enter", "999999999", "--", "true"], user=user, check=False)
+    assert r.returncode != 0
+    assert r.stderr.startswith("viewfs: cannot enter the view of 999999999") and \
+        r.stderr.count("\n") == 1
+
+
+def test_views_side_by_side_see_only_their_own_changes(user, utmp):
+    a_ready, b_ready, go = utmp / "a", utmp / "b", utmp / "go"
+    procs = []
+    for name, ready in (("A", a_ready), ("B", b_ready)):
+        procs.append(popen_view(user, utmp / f"layer{name}", "/bin/sh", "-c",
+                                f"echo {name} > /etc/viewos-side; touch {ready}; "
+                                f"while [ ! -e {go} ]; do sleep 0.05; done; cat /etc/viewos-side"))
+    wait_for(a_ready)
+    wait_for(b_ready)
+    go.touch()
+    outs = [p.communicate(timeout=30)[0] for p in procs]
+    assert outs == ["A\n", "B\n"]
+
+
+def test_a_view_inside_a_view(user, utmp):
+    outer, inner = utmp / "outer", utmp / "inner"
+    inner.mkdir()
+    user.chown(inner)
+    vfs = viewos_bin("viewfs")
+    r = sh(user, outer, f"echo outer > /etc/viewos-nest; "
+           f"{vfs} -o cow,except=/tmp {inner} / -- /bin/sh -c "
+           "'cat /etc/viewos-nest; echo inner > /etc/viewos-nest; id -u; "
+           "findmnt -no FSTYPE --mountpoint /; findmnt -rno TARGET | grep -c ^/\\$'; "
+           "cat /etc/viewos-nest")
+    # the inner view's root is a viewfs mount over the outer one's (two stacked roots seen
+    # from inside: only the inner is in its namespace)
+    assert r.stdout.split() == ["outer", "0", "fuse.viewfs", "1", "outer"]
+    assert (inner / "etc" / "viewos-nest").read_text() == "inner\n"
+    assert (outer / "etc" / "viewos-nest").read_text() == "outer\n"
+
+
+def test_an_ext2_mount_made_in_a_view_is_seen_only_there(user, utmp):
+    img = utmp / "disk.img"
+    make_ext(img, fstype="ext2", size="8M", owner=user) if "owner" in make_ext.__code__.co_varnames \
+        else make_ext(img, fstype="ext2", size="8M")
+    user.chown(img)
+    ready, done = utmp / "ready", utmp / "done"
+    ext2 = viewos_bin("umfuse-ext2")
+    p = popen_view(user, utmp / "layer", "/bin/sh", "-c",
+                   f"set -e; mkdir -p /mnt/disk; {ext2} {img} /mnt/disk; "
+                   "echo data > /mnt/disk/f; findmnt -no FSTYPE --mountpoint /mnt/disk "
+                   f"> {utmp}/seen; touch {ready}; "
+                   f"while [ ! -e {done} ]; do sleep 0.05; done; cat /mnt/disk/f; "
+                   "fusermount3 -u /mnt/disk")
+    try:
+        wait_for(ready)
+        assert (utmp / "seen").read_text().strip() == "fuse.umfuse-ext2"
+        assert not any("/mnt/disk" in line for line in open("/proc/mounts"))
+    finally:
+        done.touch()
+        out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    assert out == "data\n"
+    run(["e2fsck", "-fn", img])
+    assert "data" in run(["debugfs", "-R", "cat /f", img]).stdout
+
+
+def test_umdev_partition_with_ext2_mounted_in_a_view(user, utmp):
+    """Showcase step 6: a partitioned disk image, its partition seen through umdev-mbr and
+    mounted with umfuse-ext2, all inside the view and invisible outside."""
+    img = utmp / "disk.img"
+    run(["truncate", "-s", "64M", img])
+    run(["sfdisk", "-q", img], input="size=40MiB, type=83\n")
+    user.chown(img)
+    mbr, ext2 = viewos_bin("umdev-mbr"), viewos_bin("umfuse-ext2")
+    r = sh(user, utmp / "layer",
+           f"set -e; {mbr} {img} {utmp}/hd; mkfs.ext2 -q {utmp}/hd1; mkdir -p /mnt/p1; "
+           f"{ext2} {utmp}/hd1 /mnt/p1; echo part > /mnt/p1/f; cat /mnt/p1/f; "
+           "grep -c umfuse-ext2 /proc/self/mounts; fusermount3 -u /mnt/p1; "
+           f"fusermount3 -u {utmp}/hd", timeout=120)
+    assert r.stdout.split() == ["part", "1"]
+    assert not (Path("/mnt/p1")).exists()
+
+
+def test_no_command_and_no_terminal_is_an_error(user, utmp):
+    (utmp / "layer").mkdir()
+    r = run([viewos_bin("viewfs"), "-o", "mincow,except=/tmp,vstat", utmp / "layer", "/"],
+            user=user, check=False, input="")
+    assert r.returncode == 1
+    assert r.stderr == ("viewfs: no command given and stdin is not a terminal: give -- COMMAND "
+                        "[ARGS...]\n")
+
+
+def test_nonexistent_command_exits_127_with_a_message(user, utmp):
+    r = view(user, utmp / "layer", "/no/such/command", check=False)
+    assert r.returncode == 127
+    assert r.stderr == "viewfs: cannot run /no/such/command: No such file or directory\n"
+
+
+def test_missing_layer_is_a_one_line_error(user, utmp):
+    r = view(user, utmp / "nonexistent", "true", opts="move", check=False, make_layer=False)
+    assert r.returncode == 2
+    assert r.stderr.startswith(f"viewfs: cannot open layer {utmp}/nonexistent: ")
+    assert r.stderr.count("\n") == 1
+
+
+def test_layer_inside_the_view_without_except_is_refused_in_union_modes(user, utmp):
+    r = view(user, utmp / "layer", "true", opts="cow", check=False)
+    assert r.returncode == 2 and "inside the mount point" in r.stderr
+
+
+def test_no_user_namespaces_is_a_clear_message(user, utmp):
+    """In a throwaway user namespace (made by root) where max_user_namespaces is 0, the test
+    user cannot make one: viewfs says so."""
+    script = (f"echo 0 > /proc/sys/user/max_user_namespaces && "
+              f"exec setpriv --reuid={user.uid} --regid={user.gid} --clear-groups "
+              f"{viewos_bin('viewfs')} -o mincow,except=/tmp,vstat {utmp}/layer / -- true")
+    r = subprocess.run(["unshare", "--user", f"--map-users={user.uid}:{user.uid}:1,0:0:1",
+                        f"--map-groups={user.gid}:{user.gid}:1,0:0:1", "--setuid=0",
+                        "--setgid=0", "sh", "-c", script],
+                       capture_output=True, text=True, env=sanitizer_env(user.env()), timeout=60)
+    assert r.returncode == 32, r.stderr
+    assert r.stderr.startswith("viewfs: cannot create a user namespace: ")
+    assert "max_user_namespaces" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_move_cage_shows_only_the_cage(user, utmp):
+    """User-mode chroot: a busybox-static cage entered with -o move."""
+    cage = utmp / "cage"
+    (cage / "bin").mkdir(parents=True)
+    (cage / "etc").mkdir()
+    (cage / "etc" / "motd").write_text("caged\n")
+    run(["cp", "/bin/busybox", cage / "bin" / "busybox"])
+    run(["chown", "-R", f"{user.uid}:{user.gid}", cage])
+    r = view(user, cage, "/bin/busybox", "sh", "-c", "ls -lR /; /bin/busybox cat /etc/motd",
+             opts="move")
+    names = sorted(line.split()[-1] for line in r.stdout.splitlines()
+                   if line and line[0] in "-dl")
+    assert names == ["bin", "busybox", "etc", "motd"]
+    assert r.stdout.endswith("caged\n")
