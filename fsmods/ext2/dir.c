@@ -291,14 +291,17 @@ static int build_inline_one(ext2_ino_t dir, int entry, struct ext2_dir_entry *di
 
 /* The blocks of a directory, from its size. A size that claims more blocks than the inode has
  * allocated (i_blocks) is corruption, as e2fsck says; taken at its word it would have every
- * listing walk millions of holes, and the index allocate for each of them. */
+ * listing walk millions of holes, and the index allocate for each of them. i_blocks itself is
+ * no bound (with huge_file it has 48 bits), so the size must also fit in the file system, whose
+ * blocks the image holds (a shorter image is refused at mount). */
 static int dir_nblocks(struct e2 *e, ext2_ino_t dir, const struct ext2_inode_large *in,
 		       uint64_t *nblocks)
 {
 	uint64_t bs = e->fs->blocksize;
 	uint64_t allocated = ext2fs_get_stat_i_blocks(e->fs, (struct ext2_inode *)in) * 512 / bs;
 	*nblocks = EXT2_I_SIZE(in) / bs;
-	if (*nblocks > allocated || *nblocks > UINT32_MAX - 1) {
+	if (*nblocks > allocated || *nblocks > ext2fs_blocks_count(e->fs->super) ||
+	    *nblocks > UINT32_MAX - 1) {
 		e2_errno(e, EXT2_ET_DIR_CORRUPTED, "the directory's size is beyond its blocks", dir);
 		return -EIO;
 	}

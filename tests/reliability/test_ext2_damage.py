@@ -186,3 +186,21 @@ def test_seek_data_over_a_huge_hole_of_a_block_mapped_file_is_quick(mounts, rtmp
         os.close(fd)
     m.unmount()
     assert e2fsck(img)[0] == 0
+
+
+def test_a_directory_with_more_blocks_than_the_file_system_is_eio(mounts, rtmp):
+    """Found by fuzz_ext2_image (a timeout): with huge_file, i_blocks has 48 bits, so a
+    directory can claim 2^32 blocks allocated and a size of 2^29 blocks that fits under them;
+    every listing then looked at each of those half a billion holes under the daemon's one
+    lock (and the name index allocated a slot for each). A directory cannot hold more blocks
+    than the file system has (which the image must hold: a shorter one is refused)."""
+    img = image(rtmp, fstype="ext4", features="huge_file", files={"f": b"x"})
+    sif(img, "/lost+found", "blocks_hi", 1)
+    sif(img, "/lost+found", "size", 1 << 39)
+    m = mount(mounts, img, rtmp / "m", "ro")
+    for what in (lambda: os.listdir(m.path / "lost+found"),
+                 lambda: os.stat(m.path / "lost+found" / "name")):
+        with pytest.raises(OSError) as e:
+            bounded(what, 20, what="a walk of the directory")
+        assert e.value.errno == errno.EIO
+    assert (m.path / "f").read_bytes() == b"x"
