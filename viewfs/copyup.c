@@ -175,7 +175,11 @@ int copy_up(struct viewfs *fs, struct vnode *n, off_t keep)
 	}
 	if (S_ISREG(st.st_mode)) {
 		src = node_open(n, LOWER, O_RDONLY);
-		if (src < 0)
+		/* An original the user may not read can still be copied when no data is needed: an
+		 * empty file, or a truncation to 0 (a view's root creating a lock file like dpkg's
+		 * /var/lib/dpkg/lock, 0640 root). */
+		if (src < 0 && !((errno == EACCES || errno == EPERM) &&
+				 (st.st_size == 0 || keep == 0)))
 			rc = -errno;
 	} else if (S_ISLNK(st.st_mode)) {
 		target = malloc((size_t)PATH_MAX + 1);
@@ -208,7 +212,8 @@ int copy_up(struct viewfs *fs, struct vnode *n, off_t keep)
 		off_t size = keep < 0 || keep > st.st_size ? st.st_size : keep;
 		rc = copy_data(src, tmpfd, size);
 		if (rc == 0) {
-			copy_xattrs(src, tmpfd);
+			if (src >= 0)
+				copy_xattrs(src, tmpfd);
 			if (ruid == 0 && fchown(tmpfd, st.st_uid, st.st_gid) == 0) {
 				ruid = st.st_uid;
 				rgid = st.st_gid;

@@ -596,12 +596,33 @@ static int rename_cow(struct viewfs *fs, struct rename_op *op)
 	char *s_lower = S_ISDIR(s->type) && s->in_lower ? lower_path(fs, s) : NULL;
 	char *d_lower = exchange && S_ISDIR(d->type) && d->in_lower ? lower_path(fs, d) : NULL;
 
+	/* A file's record and the whiteout of its original name go where they belong BEFORE the
+	 * data is renamed, so that a crash at any point shows the file at one name, with its
+	 * metadata: the whiteout is hidden by the layer's copy still at a, and a record at b means
+	 * nothing until the data arrives. (When b has a record of its own, it has to stay until b
+	 * is replaced: that case still moves the record after the data.) */
+	bool record_first = !exchange && !S_ISDIR(s->type) &&
+			    !(meta_flags(fs, op->q, op->b) & META_RECORD);
+	bool whiteout_first = !exchange && !S_ISDIR(s->type) &&
+			      !(meta_flags(fs, op->p, op->a) & META_WHITEOUT) &&
+			      lower_has(fs, op->p, op->a, NULL);
+	if (whiteout_first && (rc = meta_set_whiteout(fs, op->p, op->a)) < 0)
+		goto out;
+	if (record_first && (rc = meta_move(fs, op->p, op->a, op->q, op->b, false)) < 0) {
+		if (whiteout_first)
+			meta_clear_whiteout(fs, op->p, op->a);
+		goto out;
+	}
 	if (renameat2(node_fd(op->p, UPPER), op->a, node_fd(op->q, UPPER), op->b,
 		      exchange ? RENAME_EXCHANGE : 0) < 0) {
 		rc = -errno;
+		if (record_first)
+			meta_move(fs, op->q, op->b, op->p, op->a, false);
+		if (whiteout_first)
+			meta_clear_whiteout(fs, op->p, op->a);
 		goto out;
 	}
-	if (!exchange && op->have_d)
+	if (!exchange && op->have_d && !record_first)
 		meta_remove(fs, op->q, op->b); /* the metadata of what was replaced */
 	if (!exchange && (rc = meta_clear_whiteout(fs, op->q, op->b)) < 0)
 		goto out;

@@ -312,6 +312,8 @@ void request_ids(fuse_req_t req, uid_t *uid, gid_t *gid);
 /* serve.c: about to do something slow (a copy-up, large I/O, fsync): let another thread read
  * the next requests meanwhile. */
 void viewfs_serve_yield(void);
+/* An original the user may not read is taken as empty (vstat in cow/mincow, see lookup.c). */
+bool unreadable_is_empty(const struct viewfs *fs, int err);
 
 /* Log a corrupt record once per run (a broken layer must not flood the log). */
 void report_corrupt(struct viewfs *fs, struct vnode *d, const char *name, const char *why);

@@ -126,6 +126,15 @@ static int layer_stat(struct viewfs *fs, int dirfd, const char *name, struct sta
 	return fstatat(dirfd, name, st, AT_SYMLINK_NOFOLLOW);
 }
 
+bool unreadable_is_empty(const struct viewfs *fs, int err)
+{
+	/* With vstat in cow/mincow (a view's virtual root), an original directory the user may
+	 * not search or list (apt's partial/, 0700 _apt; /root) shows only what the layer adds:
+	 * the daemon cannot see inside it, and failing every lookup there would refuse the
+	 * virtual root what it may do (create its own files in it, in the layer). */
+	return (err == EACCES || err == EPERM) && fs->vstat && fs_cowlike(fs);
+}
+
 int resolve(struct viewfs *fs, struct vnode *p, const char *name, struct resolved *r)
 {
 	memset(r, 0, sizeof *r);
@@ -173,7 +182,7 @@ int resolve(struct viewfs *fs, struct vnode *p, const char *name, struct resolve
 				r->in_lower = true;
 				r->lst = lst;
 			}
-		} else if (errno != ENOENT && !r->in_upper) {
+		} else if (errno != ENOENT && !r->in_upper && !unreadable_is_empty(fs, errno)) {
 			return -errno;
 		}
 	}

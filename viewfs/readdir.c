@@ -244,7 +244,8 @@ static int build_listing(struct viewfs *fs, struct vnode *d, struct dirhandle *d
 		return layer_listing(&b, node_fd(d, LOWER), false);
 	if (d->in_upper && (rc = layer_listing(&b, node_fd(d, UPPER), true)) < 0)
 		return rc;
-	if (d->in_lower && (rc = layer_listing(&b, node_fd(d, LOWER), false)) < 0)
+	if (d->in_lower && (rc = layer_listing(&b, node_fd(d, LOWER), false)) < 0 &&
+	    !unreadable_is_empty(fs, -rc))
 		return rc;
 	/* except= names of this directory: the original's, even in move mode */
 	for (const struct except_node *c = d->except ? d->except->child : NULL; c; c = c->next) {
