@@ -24,6 +24,7 @@ struct viewfs_config {
 	int writeback;            /* kernel write-back cache */
 	int volatile_layer;       /* no fsync of copies: faster, not crash-safe (as overlayfs's) */
 	int keep_user;            /* a view with a command: keep the user's ids (no virtual root) */
+	bool in_view;             /* set by the launcher, not an option: see struct viewfs */
 
 	/* filled in by viewfs_config_check() */
 	double timeout_s;

@@ -175,11 +175,12 @@ int copy_up(struct viewfs *fs, struct vnode *n, off_t keep)
 	}
 	if (S_ISREG(st.st_mode)) {
 		src = node_open(n, LOWER, O_RDONLY);
-		/* An original the user may not read can still be copied when no data is needed: an
-		 * empty file, or a truncation to 0 (a view's root creating a lock file like dpkg's
-		 * /var/lib/dpkg/lock, 0640 root). */
-		if (src < 0 && !((errno == EACCES || errno == EPERM) &&
-				 (st.st_size == 0 || keep == 0)))
+		/* In a view (the kernel has checked the caller's permission against what the view
+		 * shows), an original the user may not read is copied without its content: the
+		 * view's root may write to it (dpkg's lock, 0640 root; useradd rewriting
+		 * /etc/shadow and /etc/gshadow), but what the host keeps secret stays secret, so
+		 * the view's copy holds only what the view writes. */
+		if (src < 0 && !(fs->in_view && (errno == EACCES || errno == EPERM)))
 			rc = -errno;
 	} else if (S_ISLNK(st.st_mode)) {
 		target = malloc((size_t)PATH_MAX + 1);
@@ -209,7 +210,7 @@ int copy_up(struct viewfs *fs, struct vnode *n, off_t keep)
 			tmp[0] = '\0';
 			goto out;
 		}
-		off_t size = keep < 0 || keep > st.st_size ? st.st_size : keep;
+		off_t size = src < 0 ? 0 : keep < 0 || keep > st.st_size ? st.st_size : keep;
 		rc = copy_data(src, tmpfd, size);
 		if (rc == 0) {
 			if (src >= 0)

@@ -113,6 +113,8 @@ struct viewfs {
 	char *source;          /* SOURCE as given, for messages */
 	int mode;
 	bool vstat, wok, readonly, writeback, volatile_layer;
+	bool in_view;  /* the root of a view (launcher.c): the kernel checks every caller's
+			* permissions against what the view shows (default_permissions) */
 	double timeout;
 	int lower_root, upper_root; /* O_PATH fds opened before the mount */
 	int work_fd;           /* SOURCE/.-/.- (temporary files), -1 when the layer is read-only */

@@ -206,7 +206,6 @@ static int child_main(const struct child_plan *p, int sock)
 		return VO_EXIT_MOUNT;
 	}
 	close(fusefd);
-	close(sock);
 	rc = rootfs_attach(&binds, staging);
 	rootfs_binds_free(&binds);
 	if (rc < 0 || (p->pivot && rootfs_pivot(staging) < 0))
@@ -216,6 +215,14 @@ static int child_main(const struct child_plan *p, int sock)
 		return VO_EXIT_MOUNT;
 	if (view_ids_become(p->ids) < 0)
 		return VO_EXIT_MOUNT;
+	if (p->cfg->vstat && p->ids->userns) {
+		int listener = devnodes_filter();
+		if (listener >= 0) {
+			send_fd(sock, listener);
+			close(listener);
+		}
+	}
+	close(sock);
 
 	signal(SIGPIPE, SIG_DFL);
 	sigprocmask(SIG_SETMASK, &p->sigmask, NULL);
@@ -226,6 +233,17 @@ static int child_main(const struct child_plan *p, int sock)
 }
 
 /* ---------------------------------------------------------------- the launcher */
+
+struct devnodes_arg {
+	int listener, stop_fd;
+};
+
+static void *devnodes_thread(void *arg)
+{
+	struct devnodes_arg *a = arg;
+	devnodes_serve(a->listener, a->stop_fd);
+	return NULL;
+}
 
 static void *serve_thread(void *arg)
 {
@@ -284,6 +302,7 @@ int view_main(struct viewfs_config *cfg, struct vo_cmdline *cl)
 
 	/* Both trees are opened now, in the user's own namespaces: the daemon reaches the real
 	 * files only through them. */
+	cfg->in_view = true;
 	int layer_fd, lower_fd;
 	int status = viewfs_open_dirs(cfg, source, mp, &layer_fd, &lower_fd);
 	if (status != VO_EXIT_OK) {
@@ -378,7 +397,25 @@ int view_main(struct viewfs_config *cfg, struct vo_cmdline *cl)
 		status = VO_EXIT_MOUNT;
 		goto out;
 	}
+	/* The child's last word before exec: the mknod catcher (or nothing: end of file). */
+	struct devnodes_arg dn = { .listener = recv_fd(sv[0]), .stop_fd = -1 };
+	int stop[2] = { -1, -1 };
+	pthread_t catcher;
+	bool catching = dn.listener >= 0 && pipe2(stop, O_CLOEXEC) == 0;
+	if (catching) {
+		dn.stop_fd = stop[0];
+		catching = pthread_create(&catcher, NULL, devnodes_thread, &dn) == 0;
+	}
 	status = wait_command(child);
+	if (catching) {
+		send_byte(stop[1], 's');
+		pthread_join(catcher, NULL);
+	}
+	for (int i = 0; i < 2; i++)
+		if (stop[i] >= 0)
+			close(stop[i]);
+	if (dn.listener >= 0)
+		close(dn.listener);
 	viewfs_serve_stop(se);
 	pthread_join(server, NULL);
 	vo_unmount(se);

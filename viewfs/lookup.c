@@ -128,11 +128,12 @@ static int layer_stat(struct viewfs *fs, int dirfd, const char *name, struct sta
 
 bool unreadable_is_empty(const struct viewfs *fs, int err)
 {
-	/* With vstat in cow/mincow (a view's virtual root), an original directory the user may
-	 * not search or list (apt's partial/, 0700 _apt; /root) shows only what the layer adds:
-	 * the daemon cannot see inside it, and failing every lookup there would refuse the
-	 * virtual root what it may do (create its own files in it, in the layer). */
-	return (err == EACCES || err == EPERM) && fs->vstat && fs_cowlike(fs);
+	/* In a view with vstat in cow/mincow (the kernel has checked the caller against what the
+	 * view shows), an original directory the user may not search or list (apt's partial/,
+	 * 0700 _apt; /root) shows only what the layer adds: the daemon cannot see inside it, and
+	 * failing every lookup there would refuse the virtual root what it may do (create its
+	 * own files in it, in the layer). */
+	return (err == EACCES || err == EPERM) && fs->in_view && fs->vstat && fs_cowlike(fs);
 }
 
 int resolve(struct viewfs *fs, struct vnode *p, const char *name, struct resolved *r)

@@ -116,6 +116,7 @@ struct viewfs *viewfs_new(struct viewfs_config *cfg, int lower_fd, int layer_fd,
 	fs->source = strdup(source ? source : "SOURCE");
 	fs->mode = cfg->mode;
 	fs->vstat = cfg->vstat;
+	fs->in_view = cfg->in_view;
 	fs->wok = cfg->wok;
 	fs->readonly = readonly;
 	fs->writeback = cfg->writeback && !readonly;

@@ -4,7 +4,8 @@
  *   namespace.c  the user namespace and its id maps (subordinate ids through newuidmap)
  *   rootfs.c     the FUSE mount made inside the view, the real /proc /sys /dev /run and
  *                except= paths bound into it, pivot_root
- *   enter.c      --enter */
+ *   enter.c      --enter
+ *   devnodes.c   mknod of device nodes in a view (seccomp user notification) */
 #ifndef VIEWFS_VIEW_H
 #define VIEWFS_VIEW_H
 
@@ -40,6 +41,14 @@ void view_ids_plan(struct view_ids *ids, bool vroot);
 int view_ids_map(const struct view_ids *ids, pid_t child);
 /* In the child, after the maps: become the view's uid/gid. 0 or -1 after a message. */
 int view_ids_become(const struct view_ids *ids);
+
+/* ---- devnodes.c ---- */
+
+/* In the child, last before exec: hand mknod of device nodes to the launcher. The listener
+ * fd, or -1 (after a message) when it cannot. */
+int devnodes_filter(void);
+/* In the launcher: do the caught mknods until stop_fd is readable or the view is gone. */
+void devnodes_serve(int listener, int stop_fd);
 
 /* ---- rootfs.c ---- */
 
