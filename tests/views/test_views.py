@@ -291,18 +291,30 @@ def test_layer_inside_the_view_without_except_is_refused_in_union_modes(user, ut
 
 
 def test_no_user_namespaces_is_a_clear_message(user, utmp):
-    """In a throwaway user namespace (made by root) where max_user_namespaces is 0, the test
-    user cannot make one: viewfs says so."""
-    script = (f"echo 0 > /proc/sys/user/max_user_namespaces && "
-              f"exec setpriv --reuid={user.uid} --regid={user.gid} --clear-groups "
-              f"{viewos_bin('viewfs')} -o mincow,except=/tmp,vstat {utmp}/layer / -- true")
-    r = subprocess.run(["unshare", "--user", f"--map-users={user.uid}:{user.uid}:1,0:0:1",
-                        f"--map-groups={user.gid}:{user.gid}:1,0:0:1", "--setuid=0",
-                        "--setgid=0", "sh", "-c", script],
-                       capture_output=True, text=True, env=sanitizer_env(user.env()), timeout=60)
-    assert r.returncode == 32, r.stderr
-    assert r.stderr.startswith("viewfs: cannot create a user namespace: ")
-    assert "max_user_namespaces" in r.stderr and r.stderr.count("\n") == 1
+    """In a throwaway user namespace made by root, where max_user_namespaces is set to 0 (its
+    own limit: the host's stays), the test user cannot make one: viewfs says so."""
+    (utmp / "layer").mkdir()
+    user.chown(utmp / "layer")
+    go = utmp / "go"
+    inner = (f"echo 0 > /proc/sys/user/max_user_namespaces && "
+             f"exec setpriv --reuid={user.uid} --regid={user.gid} --clear-groups "
+             f"{viewos_bin('viewfs')} -o mincow,except=/tmp,vstat {utmp}/layer / -- true")
+    # the maps are written from outside; the second exec gives the shell its capabilities in
+    # the namespace (the first one ran before the maps existed)
+    script = f"while [ ! -e {go} ]; do sleep 0.02; done; exec sh -c '{inner}'"
+    p = subprocess.Popen(["unshare", "--user", "sh", "-c", script], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=sanitizer_env(user.env()))
+    try:
+        time.sleep(0.2)
+        maps = f"0 0 1\n{user.uid} {user.uid} 1\n"
+        Path(f"/proc/{p.pid}/uid_map").write_text(maps)
+        Path(f"/proc/{p.pid}/gid_map").write_text(f"0 0 1\n{user.gid} {user.gid} 1\n")
+    finally:
+        go.touch()
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 32, err
+    assert err == ("viewfs: cannot create a user namespace: No space left on device (are user "
+                   "namespaces available? see /proc/sys/user/max_user_namespaces)\n")
 
 
 def test_move_cage_shows_only_the_cage(user, utmp):

@@ -1,0 +1,87 @@
+"""The terminal passes through a view: an interactive shell (the user's login shell, the default
+command) on a pseudo-terminal, with Ctrl-C, job control (Ctrl-Z, bg jobs) and its exit status."""
+import fcntl
+import os
+import select
+import subprocess
+import termios
+import time
+
+import pytest
+
+from conftest import sanitizer_env, viewos_bin
+from views_lib import layer_dir
+
+
+class Pty:
+    def __init__(self, argv, env):
+        self.master, slave = os.openpty()
+
+        def take_terminal():
+            os.setsid()
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+        self.proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env,
+                                     preexec_fn=take_terminal, close_fds=True)
+        os.close(slave)
+        self.seen = ""
+
+    def send(self, text):
+        os.write(self.master, text.encode())
+
+    def expect(self, text, timeout=20):
+        end = time.monotonic() + timeout
+        while text not in self.seen:
+            left = end - time.monotonic()
+            if left <= 0:
+                pytest.fail(f"{text!r} not seen on the terminal; got:\n{self.seen}")
+            r, _, _ = select.select([self.master], [], [], left)
+            if r:
+                try:
+                    data = os.read(self.master, 4096)
+                except OSError:
+                    data = b""
+                if not data:
+                    pytest.fail(f"terminal closed before {text!r}; got:\n{self.seen}")
+                self.seen += data.decode(errors="replace")
+        # consume up to the match, so that the next expect looks at newer output
+        self.seen = self.seen[self.seen.index(text) + len(text):]
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=30)
+        os.close(self.master)
+
+
+def test_interactive_shell_with_ctrl_c_job_control_and_exit_status(user, utmp):
+    layer = layer_dir(user, utmp / "layer")
+    env = sanitizer_env(user.env())
+    env.update(PATH="/usr/sbin:/usr/bin:/sbin:/bin", TERM="dumb", PS1="vp$ ")
+    argv = user.wrap([viewos_bin("viewfs"), "-o", "mincow,except=/tmp,vstat", str(layer), "/"])
+    t = Pty(argv + [], env)
+    try:
+        # the default command is the user's login shell (bash), interactive, as the view's root
+        t.send("echo I-AM $(id -u) ON $(findmnt -no FSTYPE --mountpoint /)\n")
+        t.expect("I-AM 0 ON fuse.viewfs")
+        # Ctrl-C reaches the foreground job, not the view
+        t.send("sleep 30; echo NOT-INTERRUPTED\n")
+        time.sleep(0.5)
+        t.send("\x03")
+        t.send("echo STATUS-$?\n")
+        t.expect("STATUS-130")
+        # Ctrl-Z stops the foreground job; the shell's job control knows it
+        t.send("sleep 31\n")
+        time.sleep(0.5)
+        t.send("\x1a")
+        t.expect("Stopped")
+        t.send("jobs -l; kill -9 %1; echo KILLED\n")
+        t.expect("KILLED")
+        t.send("sleep 32 & echo BG-$!\n")
+        t.expect("BG-")
+        t.send("jobs; kill %1\n")
+        t.expect("Running")
+        t.send("exit 5\n")
+        assert t.proc.wait(timeout=30) == 5
+    finally:
+        t.close()
