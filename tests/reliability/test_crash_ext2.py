@@ -8,7 +8,10 @@ workload for a random time between 20 ms and 0.4 s and kills the daemon with SIG
 it is. The workload writes files of random sizes and fsyncs some of them — when an fsync
 returns it records the file's path and checksum in a log outside the image — and churns the
 rest: renames, unlinks, truncates, appends, directories made and removed, attributes set. A
-file is never touched again once its fsync returned.
+file is never changed once its fsync returned; to keep the image from filling up (which would
+stop every later round's workload at ENOSPC before its kill), the workload deletes the oldest
+fsync'ed files once they hold more than 32 MiB, each deletion logged before the unlink (from
+then on that file is not checked).
 
 After each kill: the dead mount is removed, `e2fsck -fy` must repair the image (exit 0 or 1)
 and a second `e2fsck -fn` must find it clean; the next round's mount must then read back every
@@ -28,16 +31,19 @@ from relb_util import LONG, DaemonPool, e2fsck
 
 DAEMON = "umfuse-ext2"
 KILLS = 500 if LONG else 60
+KEEP_BYTES = 32 << 20  # fsync'ed bytes kept on the 128 MiB image; older files are deleted
 
 
 class Workload:
     """Writes, fsyncs and churns under root until stopped or the mount dies."""
 
-    def __init__(self, root, round_no, log, rnd):
+    def __init__(self, root, round_no, log, rnd, kept):
         self.root, self.round, self.log, self.rnd = root, round_no, log, rnd
+        self.kept = kept  # the fsync'ed files not yet deleted, oldest first: [path, size]
         self.stop = threading.Event()
         self.synced = []
         self.error = None
+        self.enospc = False
 
     def run(self):
         try:
@@ -46,6 +52,7 @@ class Workload:
             if e.errno not in (errno.ENOTCONN, errno.ECONNABORTED, errno.EIO, errno.ENOENT,
                                errno.ENOSPC):
                 self.error = e
+            self.enospc = e.errno == errno.ENOSPC
         except Exception as e:  # a bug of the test itself: reported
             self.error = e
 
@@ -67,10 +74,16 @@ class Workload:
                     f.flush()
                     os.fsync(f.fileno())
                 # the fsync returned: this file must survive whatever comes next
-                self.log.write(f"{os.path.relpath(p, self.root)} "
-                               f"{hashlib.sha256(data).hexdigest()}\n")
+                rel = os.path.relpath(p, self.root)
+                self.log.write(f"{rel} {hashlib.sha256(data).hexdigest()}\n")
                 self.log.flush()
                 self.synced.append(p)
+                self.kept.append([rel, size])
+                while sum(k[1] for k in self.kept) > KEEP_BYTES:
+                    old = self.kept.pop(0)
+                    self.log.write(f"- {old[0]}\n")  # logged first: then never checked
+                    self.log.flush()
+                    os.unlink(os.path.join(self.root, old[0]))
             else:
                 p = os.path.join(scratch, f"s{rnd.randrange(64)}")
                 op = rnd.randrange(8)
@@ -99,6 +112,18 @@ class Workload:
             i += 1
 
 
+def parse_log(path):
+    """The log's fsync records [(path, digest)] in order, and the paths deleted since."""
+    synced, deleted = [], set()
+    for line in path.read_text().splitlines():
+        a, b = line.split()
+        if a == "-":
+            deleted.add(b)
+        else:
+            synced.append((a, b))
+    return synced, deleted
+
+
 def read_back(mnt, entries):
     """[(path, problem)] for logged files that do not read back as logged."""
     bad = []
@@ -120,7 +145,8 @@ def test_kill_9_at_random_points_fsck_repairs_and_fsynced_files_survive(rtmp):
     pool = DaemonPool(rtmp)
     rnd = random.Random(10)
     fixed = clean_kills = 0
-    checked_new = 0
+    checked_new = enospc_rounds = 0
+    kept = []
     try:
         with open(logpath, "w") as log:
             seen = 0
@@ -131,11 +157,13 @@ def test_kill_9_at_random_points_fsck_repairs_and_fsynced_files_survive(rtmp):
                 args = (["-o", ",".join(opts)] if opts else []) + [img, mnt]
                 d = pool.new(DAEMON, args, mnt)
                 assert d.start(), f"round {k}: the repaired image was refused:\n{d.output()}"
-                entries = [line.split() for line in logpath.read_text().splitlines()]
-                new, old = entries[seen:], entries[:seen]
+                entries, deleted = parse_log(logpath)
+                alive = [e for e in entries if e[0] not in deleted]
+                new = [e for e in entries[seen:] if e[0] not in deleted]
+                old = [e for e in entries[:seen] if e[0] not in deleted]
                 sample = new + rnd.sample(old, min(20, len(old)))
                 if k == KILLS:
-                    sample = entries  # the end: every file ever logged
+                    sample = alive  # the end: every file logged and not deleted
                 bad = read_back(mnt, sample)
                 assert not bad, f"after kill {k}: fsync'ed files lost or damaged: {bad[:10]}"
                 checked_new += len(new)
@@ -143,7 +171,7 @@ def test_kill_9_at_random_points_fsck_repairs_and_fsynced_files_survive(rtmp):
                 if k == KILLS:
                     assert d.stop() == 0, d.output()
                     break
-                w = Workload(str(mnt), k, log, random.Random(k))
+                w = Workload(str(mnt), k, log, random.Random(k), kept)
                 t = threading.Thread(target=w.run, daemon=True)
                 t.start()
                 time.sleep(rnd.uniform(0.02, 0.4))
@@ -152,6 +180,7 @@ def test_kill_9_at_random_points_fsck_repairs_and_fsynced_files_survive(rtmp):
                 t.join(30)
                 assert not t.is_alive(), f"round {k}: the workload hangs on the dead mount"
                 assert w.error is None, f"round {k}: {w.error!r}"
+                enospc_rounds += w.enospc
                 report = d.sanitizer_report()
                 assert report is None, report
                 status, out = e2fsck(img, fix=True)
@@ -162,8 +191,11 @@ def test_kill_9_at_random_points_fsck_repairs_and_fsynced_files_survive(rtmp):
                 assert status == 0, f"after kill {k}: not clean after the repair:\n{out}"
     finally:
         pool.cleanup()
-    entries = logpath.read_text().splitlines()
+    entries, deleted = parse_log(logpath)
     print(f"{KILLS} kills: e2fsck -fy repaired {fixed}, found {clean_kills} clean; "
-          f"{len(entries)} fsync'ed files all intact")
+          f"{len(entries)} files fsync'ed, {checked_new} of them read back intact after the "
+          f"kill that followed (the other {len(entries) - checked_new} deleted by the workload "
+          f"before that), {len(entries) - len(deleted)} kept to the end and intact; "
+          f"{enospc_rounds} rounds met ENOSPC")
     assert len(entries) >= KILLS, "the workload fsync'ed too little to prove anything"
-    assert checked_new == len(entries)
+    assert enospc_rounds == 0, "the image filled up: later rounds stopped before their kill"
