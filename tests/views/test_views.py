@@ -339,3 +339,31 @@ def test_move_cage_shows_only_the_cage(user, utmp):
                    if line and line[0] in "-dl")
     assert names == ["bin", "busybox", "etc", "motd"]
     assert r.stdout.endswith("caged\n")
+
+
+def test_without_subordinate_ids_one_id_is_mapped(utmp):
+    """A user with no /etc/subuid range (a system account gets none): the view still runs as
+    its root, host root still shows as root, every other owner shows as nobody, and a change of
+    ids fails (EINVAL: the id is not mapped)."""
+    name = "viewos-nosubid"
+    if subprocess.run(["id", name], capture_output=True).returncode != 0:
+        run(["useradd", "--system", "--no-create-home", "--shell", "/bin/sh", name])
+    for f in ("/etc/subuid", "/etc/subgid"):
+        assert not any(line.startswith(name + ":") for line in open(f)), f"{name} in {f}"
+    from conftest import User
+    nosub = User(name)
+    layer = utmp / "layer"
+    layer.mkdir()
+    nosub.chown(layer)
+    d = scratch_outside_tmp(nosub, "nosubid")  # seen through viewfs, not the /tmp bind
+    try:
+        mine = d / "mine"
+        mine.write_text("x")
+        nosub.chown(mine)
+        r = sh(nosub, layer, f"id -u; stat -c '%U' /usr/bin/env {mine}; "
+               "setpriv --reuid=_apt true 2>&1 || echo refused")
+    finally:
+        remove(d)
+    lines = r.stdout.splitlines()
+    assert lines[:3] == ["0", "root", "nobody"]
+    assert lines[-1] == "refused" and "Invalid argument" in lines[-2]
