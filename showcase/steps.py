@@ -23,12 +23,12 @@ def ramdisk_fat(show):
     show.sh("ls -l ramdisk")
     show.sh("mkfs.vfat -n VIEWOS ramdisk")
     show.sh("mkdir fat")
-    show.mount("umfuse-fat ramdisk fat", show.work / "fat")
+    show.mount("umfuse-fat ramdisk fat", show.work / "fat", source="ramdisk")
     show.sh("cp -r tree fat/ && ls fat/tree")
     show.unmount(show.work / "fat")
     status, out = show.sh("fsck.fat -n ramdisk", check=False)
     show.expect(status == 0 and "dirty" not in out.lower(), "fsck.fat finds the FAT clean")
-    show.mount("umfuse-fat ramdisk fat", show.work / "fat")
+    show.mount("umfuse-fat ramdisk fat", show.work / "fat", source="ramdisk")
     status, out = show.sh("diff -r tree fat/tree && echo identical", check=False)
     show.expect(status == 0 and out.strip().endswith("identical"),
                 "after a remount the FAT holds exactly the tree (long and UTF-8 names too)")
@@ -36,7 +36,7 @@ def ramdisk_fat(show):
 
 def disk_partitions_ext2(show):
     show.sh("truncate -s 1G disk.img")
-    show.mount("umdev-mbr disk.img hda", show.work / "hda")
+    show.mount("umdev-mbr disk.img hda", show.work / "hda", source="disk.img")
     show.sh("printf 'size=600MiB, type=83\\n type=83\\n' | sfdisk --quiet hda")
     show.sh("sfdisk --list hda | tail -n 3")
     _, out = show.sh("ls hda*")
@@ -44,7 +44,7 @@ def disk_partitions_ext2(show):
                 "the new partitions appear as hda1 and hda2 at once")
     show.sh("mkfs.ext2 -q -L viewos -E root_owner hda1")
     show.sh("mkdir -p mnt")
-    show.mount("umfuse-ext2 hda1 mnt", show.work / "mnt")
+    show.mount("umfuse-ext2 hda1 mnt", show.work / "mnt", source="hda1")
     show.sh("cp -a tree/. mnt/ && echo 'nested hello' > mnt/hello && df -h mnt | tail -n 1")
     show.unmount(show.work / "mnt")
     status, out = show.sh("e2fsck -fn hda1", check=False)
@@ -64,8 +64,8 @@ def iso(show):
 def busybox_cage(show):
     show.sh("mkdir -p cage/bin cage/etc && cp /bin/busybox cage/bin/ && "
             "echo 'caged' > cage/etc/motd")
-    status, out = show.sh("viewfs -o move cage / -- /bin/busybox sh -c 'ls -lR /; cat /etc/motd'",
-                          check=False)
+    status, out = show.sh("viewfs -o move cage / -- /bin/busybox sh -c "
+                          "'ls -lR /; /bin/busybox cat /etc/motd'", check=False)
     show.expect(status == 0, "the command ran with the cage as its root")
     show.expect("busybox" in out and "caged" in out and "/usr" not in out and "home" not in out,
                 "ls -lR / shows only the cage")
