@@ -101,9 +101,13 @@ def virtual_install(show):
 
 def nested(show):
     view = "viewfs -o mincow,except=/tmp,vstat layer / --"
+    # the daemons finish a moment after their unmount: the view (whose files they run from)
+    # must not end before they have let go of their images
+    released = lambda image: f"while fuser -s {show.work}/{image}; do sleep 0.05; done"
     inner = (f"umdev-mbr {show.work}/disk.img {show.work}/hdb && mkdir -p {show.work}/nested && "
              f"umfuse-ext2 {show.work}/hdb1 {show.work}/nested && cat {show.work}/nested/hello && "
-             f"viewos-hello && fusermount3 -u {show.work}/nested && fusermount3 -u {show.work}/hdb")
+             f"viewos-hello && fusermount3 -u {show.work}/nested && {released('hdb1')} && "
+             f"fusermount3 -u {show.work}/hdb && {released('disk.img')}")
     _, out = show.sh(f"{view} sh -c '{inner}'")
     show.expect("nested hello" in out and "virtually installed" in out,
                 "inside the view: the partition of step 2 mounted with umfuse-ext2, beside the "
