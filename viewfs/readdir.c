@@ -321,7 +321,6 @@ static void dirhandle_free(struct viewfs *fs, struct dirhandle *dh)
 
 static void vfs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	(void)ino;
 	struct dirhandle *dh = calloc(1, sizeof *dh);
 	if (!dh) {
 		fuse_reply_err(req, ENOMEM);
@@ -336,6 +335,19 @@ static void vfs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 	fs->dirhandles = dh;
 	pthread_mutex_unlock(&fs->table_lock);
 	fi->fh = (uint64_t)(uintptr_t)dh;
+	/* The kernel may keep the listing of a directory that is one real directory (an original
+	 * one, a layer one, or an except= one) across opens: it drops it when the directory
+	 * changes through the view, and when the directory's mtime (the real one's, which any
+	 * change below moves) differs after the attribute timeout. A merged directory shows one
+	 * layer's mtime while both may change: it is listed anew each time. */
+	struct vnode *d = node_from_id(fs, ino);
+	ns_read(fs);
+	bool one_dir = d->excepted || !(d->in_upper && d->in_lower);
+	ns_unlock(fs);
+	if (one_dir) {
+		fi->cache_readdir = 1;
+		fi->keep_cache = 1;
+	}
 	if (fuse_reply_open(req, fi) == -ENOENT)
 		dirhandle_free(fs, dh);
 }

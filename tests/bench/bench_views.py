@@ -191,7 +191,9 @@ def main():
                            cwd="/")
     for r in range(args.repeat):
         for w in workloads:
-            for e in envs:
+            # a different environment goes first in each round (the first one of a round
+            # meets the disk right after the previous one's clean-up)
+            for e in envs[r % len(envs):] + envs[:r % len(envs)]:
                 e.setup(w)
                 sh("sync")  # the set-up's copies must not be flushed inside the timing
                 try:
