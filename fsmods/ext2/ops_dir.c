@@ -1,9 +1,13 @@
 /* FUSE operations on directory listings: opendir, readdir, readdirplus.
  *
  * readdirplus hands the kernel every entry's attributes with its name, so `ls -l` and
- * `find -ls` cost one request per buffer instead of one lookup per name. opendir is answered
- * ENOSYS when the kernel allows it: it then caches listings itself (and drops the cache on
- * every change made through the mount, the only place changes come from). */
+ * `find -ls` cost one request per buffer instead of one lookup per name. On a read-only mount
+ * opendir is answered ENOSYS when the kernel allows it, and the kernel then caches listings
+ * itself. Not on a read-write one: the kernel's listing cache can keep a listing made before a
+ * change under a stamp taken after it (a second reader starting to fill the cache re-stamps it
+ * while the first one's reply is still on its way), and a listing right after a rename into a
+ * directory then missed the new name while others listed that directory (found by the load
+ * test; tests/reliability/test_ext2_listing_cache.py). */
 #define _GNU_SOURCE
 #include "e2fuse.h"
 
@@ -15,12 +19,14 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	(void)ino;
 	struct e2 *e = e2_of(req);
-	if (e->no_opendir) {
-		fuse_reply_err(req, ENOSYS);
-		return;
+	if (e->readonly) {
+		if (e->no_opendir) {
+			fuse_reply_err(req, ENOSYS);
+			return;
+		}
+		fi->keep_cache = 1;
+		fi->cache_readdir = 1;
 	}
-	fi->keep_cache = 1;
-	fi->cache_readdir = 1;
 	fuse_reply_open(req, fi);
 }
 

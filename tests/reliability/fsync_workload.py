@@ -15,7 +15,9 @@ moment.
 
 The log is appended with O_APPEND and each line written with one write(2), so whatever the
 workload has logged is there when the daemon dies (the workload itself is not killed). Any error
-from the file system ends the workload quietly: the daemon is gone."""
+from the file system ends the workload quietly: the daemon is gone (or the volume is full: a
+short write counts as ENOSPC, and the file it was for is not logged)."""
+import errno
 import hashlib
 import os
 import random
@@ -53,6 +55,13 @@ def live_files(log_path):
     return live
 
 
+def pwrite_all(fd, data, offset):
+    """pwrite that takes a short count for what it is: a full file system (write(2) on a full
+    disk writes what fits and says how much), so the file is not whole and must not be logged."""
+    if os.pwrite(fd, data, offset) != len(data):
+        raise OSError(errno.ENOSPC, "short write")
+
+
 def files(mount, log_path, seed):
     rnd = random.Random(seed)
     log = Log(log_path)
@@ -61,6 +70,11 @@ def files(mount, log_path, seed):
     scratch = []
     dirs = [""] + sorted({os.path.dirname(p) for p in live if "/" in p})
     n = 0
+    # scratch files of earlier runs go first: left there, they fill the volume after a few
+    # hundred rounds, and every later run would stop at ENOSPC before its kill
+    for name in os.listdir(mount):
+        if name.startswith(("scratch ", "renamed ")) and name.endswith(".tmp"):
+            os.unlink(os.path.join(mount, name))
     sys.stdout.write("started\n")
     sys.stdout.flush()
     while True:
@@ -78,7 +92,7 @@ def files(mount, log_path, seed):
                 pieces = sorted(rnd.sample(range(1, size), min(3, size - 1))) if size > 1 else []
                 at = 0
                 for cut in pieces + [size]:
-                    os.pwrite(fd, data[at:cut], at)
+                    pwrite_all(fd, data[at:cut], at)
                     at = cut
                 os.fsync(fd)
             finally:
@@ -134,7 +148,7 @@ def blocks(device, log_path, seed, slots):
         for k in range(count):
             s = (slot + k) % slots
             log.line(f"W {s}")
-            os.pwrite(fd, data[k * BLOCK:(k + 1) * BLOCK], s * BLOCK)
+            pwrite_all(fd, data[k * BLOCK:(k + 1) * BLOCK], s * BLOCK)
             written.append((s, data[k * BLOCK:(k + 1) * BLOCK]))
         slot = (slot + count) % slots
         if rnd.random() < 0.7:

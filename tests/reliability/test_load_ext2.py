@@ -4,7 +4,8 @@ publish by rename, unlink, mkdir/rmdir, truncate of drafts), two racers moving f
 two shared directories under colliding names (rename over each other, unlink, readdir), and
 four readers walking the whole tree and reading every file they find (some of them while they
 are renamed over or unlinked). Every file is self-describing (a header with its checksum), so
-any file found anywhere can be checked.
+any file found anywhere can be checked. A writer keeps at most KEEP_FILES files (then it
+unlinks where it would create), so that the long run races instead of filling the image.
 
 A watchdog counts every process's completed operations; if none of them makes progress for 20
 seconds the daemon's threads are dumped, it is killed, and the test fails as a deadlock. After
@@ -24,6 +25,9 @@ from relb_util import LONG, DaemonPool, e2fsck
 
 DAEMON = "umfuse-ext2"
 SECONDS = 120 if LONG else 8
+# files a writer keeps at most (about 110 KB each): the long run filled the 512 MiB image
+# before, and every writer died of ENOSPC instead of racing
+KEEP_FILES = 400
 STALL = 20
 MAGIC = b"RLB1"
 
@@ -50,6 +54,8 @@ def writer(root, me, deadline, progress, result):
     while time.time() < deadline:
         i += 1
         op = rnd.random()
+        if op < 0.5 and len(made) >= KEEP_FILES:
+            op = 0.55  # enough kept: an unlink instead of a create
         if op < 0.5 or not made:
             data = make_content(rnd, f"w{me}-{i}")
             draft = os.path.join(d, f".draft{i}")
