@@ -15,8 +15,9 @@
  *     the FUSE file system inside them (the fd goes back to the launcher over a socket), binds
  *     the real /proc, /sys, /dev (/run) and except= paths, pivots into the view and execs
  *     COMMAND, with the terminal and the process group of the launcher.
- * The view ends when COMMAND exits: the launcher stops serving and exits with its status (a
- * signal's death is 128+N, as shells report it). SIGTERM and SIGHUP to the launcher are passed
+ * The view ends when COMMAND exits: what it left running gets SIGTERM (and SIGKILL two seconds
+ * later; the launcher is their subreaper), then the launcher stops serving and exits with the
+ * command's status (a signal's death is 128+N, as shells report it). SIGTERM and SIGHUP to the launcher are passed
  * on; terminal signals (Ctrl-C, Ctrl-\) reach the command's process group directly. If the
  * launcher dies the command is killed (PR_SET_PDEATHSIG), and a mount made in a private
  * namespace goes away with its last process: nothing is ever left mounted on the host.
@@ -30,6 +31,7 @@
 #include "log.h"
 #include "viewfs.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -275,6 +277,50 @@ static int wait_command(pid_t child)
 	}
 }
 
+/* Our children now (the command's orphans come to us: we are their subreaper). */
+static int list_children(pid_t *out, int max)
+{
+	int n = 0;
+	DIR *tasks = opendir("/proc/self/task");
+	struct dirent *t;
+	while (tasks && (t = readdir(tasks)) && n < max) {
+		if (t->d_name[0] == '.')
+			continue;
+		char path[300];
+		snprintf(path, sizeof path, "/proc/self/task/%s/children", t->d_name);
+		FILE *f = fopen(path, "re");
+		long pid;
+		while (f && n < max && fscanf(f, "%ld", &pid) == 1)
+			out[n++] = (pid_t)pid;
+		if (f)
+			fclose(f);
+	}
+	if (tasks)
+		closedir(tasks);
+	return n;
+}
+
+/* The command has exited: what it left running in the view (background jobs, daemons such as
+ * a umfuse-ext2 mounted there) gets SIGTERM, two seconds to finish (the view is still served,
+ * so a daemon can flush), then SIGKILL. */
+static void end_leftovers(void)
+{
+	pid_t kids[256];
+	struct timespec tick = { 0, 20 * 1000 * 1000 };
+	for (int round = 0; round < 100; round++) {
+		while (waitpid(-1, NULL, WNOHANG) > 0)
+			;
+		int n = list_children(kids, 256);
+		if (n == 0)
+			return;
+		for (int i = 0; i < n; i++)
+			kill(kids[i], round < 99 ? SIGTERM : SIGKILL);
+		nanosleep(&tick, NULL);
+	}
+	while (waitpid(-1, NULL, 0) > 0)
+		;
+}
+
 int view_main(struct viewfs_config *cfg, struct vo_cmdline *cl)
 {
 	const char *source = cl->positional[0];
@@ -334,6 +380,8 @@ int view_main(struct viewfs_config *cfg, struct vo_cmdline *cl)
 	sigaddset(&block, SIGQUIT);
 	sigprocmask(SIG_BLOCK, &block, &plan.sigmask);
 
+	/* Orphans of the command become ours, so that the view can end them (end_leftovers). */
+	prctl(PR_SET_CHILD_SUBREAPER, 1);
 	pid_t parent = getpid();
 	pid_t child = fork();
 	if (child < 0) {
@@ -416,6 +464,7 @@ int view_main(struct viewfs_config *cfg, struct vo_cmdline *cl)
 			close(stop[i]);
 	if (dn.listener >= 0)
 		close(dn.listener);
+	end_leftovers();
 	viewfs_serve_stop(se);
 	pthread_join(server, NULL);
 	vo_unmount(se);

@@ -370,3 +370,30 @@ def test_without_subordinate_ids_one_id_is_mapped(utmp):
     lines = r.stdout.splitlines()
     assert lines[:3] == ["0", "root", "nobody"]
     assert lines[-1] == "refused" and "Invalid argument" in lines[-2]
+
+
+def test_what_the_command_leaves_running_ends_with_the_view(user, utmp):
+    pidfile = utmp / "pids"
+    r = sh(user, utmp / "layer", f"sleep 100 & echo $! > {pidfile}; "
+           f"(setsid sleep 101 & echo $! >> {pidfile}); exit 4", check=False)
+    assert r.returncode == 4
+    for pid in pidfile.read_text().split():
+        assert not os.path.exists(f"/proc/{pid}"), f"process {pid} outlived its view"
+
+
+def test_a_file_system_left_mounted_in_the_view_is_flushed_and_ended(user, utmp):
+    """umfuse-ext2 started (detached) in the view and never unmounted: when the command exits
+    the daemon gets SIGTERM while the view is still served, flushes, and the image is clean."""
+    img = utmp / "disk.img"
+    make_ext(img, fstype="ext2", size="8M")
+    user.chown(img)
+    ext2 = viewos_bin("umfuse-ext2")
+    r = sh(user, utmp / "layer", f"mkdir -p /mnt/left && {ext2} {img} /mnt/left && "
+           "head -c 300000 /dev/urandom > /mnt/left/data && sha256sum < /mnt/left/data")
+    digest = r.stdout.split()[0]
+    assert not any("/mnt/left" in line for line in open("/proc/mounts"))
+    run(["e2fsck", "-fn", img])
+    dumped = utmp / "dumped"
+    run(["debugfs", "-R", f"dump /data {dumped}", img])
+    import hashlib
+    assert hashlib.sha256(dumped.read_bytes()).hexdigest() == digest
