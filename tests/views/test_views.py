@@ -397,3 +397,19 @@ def test_a_file_system_left_mounted_in_the_view_is_flushed_and_ended(user, utmp)
     run(["debugfs", "-R", f"dump /data {dumped}", img])
     import hashlib
     assert hashlib.sha256(dumped.read_bytes()).hexdigest() == digest
+
+
+def test_any_mountpoint_followed_by_a_command(user, utmp):
+    """viewfs -o cow LAYER DIR -- COMMAND: DIR is the view for COMMAND only; the rest of the
+    system is the real one, and the user keeps their ids (no vstat)."""
+    d, layer = utmp / "project", utmp / "layer"
+    d.mkdir()
+    (d / "Makefile").write_text("all:\n")
+    run(["chown", "-R", f"{user.uid}:{user.gid}", d])
+    r = view(user, layer, "/bin/sh", "-c",
+             f"echo changed >> {d}/Makefile; echo new > {d}/new; cat {d}/Makefile {d}/new; "
+             f"id -u; findmnt -no FSTYPE --mountpoint {d}; findmnt -no FSTYPE --mountpoint /",
+             opts="cow", mountpoint=str(d))
+    assert r.stdout.split() == ["all:", "changed", "new", str(user.uid), "fuse.viewfs", "ext4"]
+    assert (d / "Makefile").read_text() == "all:\n" and not (d / "new").exists()
+    assert (layer / "new").read_text() == "new\n"
