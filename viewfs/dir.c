@@ -157,6 +157,11 @@ static int create_in(struct viewfs *fs, fuse_req_t req, struct vnode *p, const c
 			rec.has |= VREC_TYPE | VREC_RDEV | VREC_MODE;
 		}
 		bool wrote = !vrecord_empty(&rec);
+		/* a record left at a free name by a crash (written before its object, which never
+		 * came) must not dress the new object */
+		if (!wrote && (meta_flags(fs, p, name) & META_RECORD) &&
+		    (rc = meta_write_record(fs, p, name, &rec)) < 0)
+			return rc;
 		if (wrote && (rc = meta_write_record(fs, p, name, &rec)) < 0) {
 			vrecord_clear(&rec);
 			return rc;
@@ -596,19 +601,22 @@ static int rename_cow(struct viewfs *fs, struct rename_op *op)
 	char *s_lower = S_ISDIR(s->type) && s->in_lower ? lower_path(fs, s) : NULL;
 	char *d_lower = exchange && S_ISDIR(d->type) && d->in_lower ? lower_path(fs, d) : NULL;
 
-	/* A file's record and the whiteout of its original name go where they belong BEFORE the
-	 * data is renamed, so that a crash at any point shows the file at one name, with its
-	 * metadata: the whiteout is hidden by the layer's copy still at a, and a record at b means
-	 * nothing until the data arrives. (When b has a record of its own, it has to stay until b
-	 * is replaced: that case still moves the record after the data.) */
-	bool record_first = !exchange && !S_ISDIR(s->type) &&
-			    !(meta_flags(fs, op->q, op->b) & META_RECORD);
+	/* A file's record and the whiteout of its original name are in place BEFORE the data is
+	 * renamed to a free name, so that a crash at any point shows the file at one name with its
+	 * metadata: the whiteout is hidden by the layer's copy still at a, and the record is
+	 * hard-linked to b (meaningless until the data arrives; a keeps its own) and unlinked from
+	 * a after the rename. (Over an existing b, the record has to follow the data: b's own
+	 * metadata, or none, stays until b is replaced. docs/reliability.md names that window.) */
+	bool link_record = !exchange && !op->have_d && !S_ISDIR(s->type) &&
+			   (meta_flags(fs, op->p, op->a) & META_RECORD) &&
+			   !(meta_flags(fs, op->q, op->b) & META_RECORD);
 	bool whiteout_first = !exchange && !S_ISDIR(s->type) &&
 			      !(meta_flags(fs, op->p, op->a) & META_WHITEOUT) &&
 			      lower_has(fs, op->p, op->a, NULL);
+	struct vrecord none = { 0 };
 	if (whiteout_first && (rc = meta_set_whiteout(fs, op->p, op->a)) < 0)
 		goto out;
-	if (record_first && (rc = meta_move(fs, op->p, op->a, op->q, op->b, false)) < 0) {
+	if (link_record && (rc = meta_link_record(fs, op->p, op->a, op->q, op->b)) < 0) {
 		if (whiteout_first)
 			meta_clear_whiteout(fs, op->p, op->a);
 		goto out;
@@ -616,14 +624,16 @@ static int rename_cow(struct viewfs *fs, struct rename_op *op)
 	if (renameat2(node_fd(op->p, UPPER), op->a, node_fd(op->q, UPPER), op->b,
 		      exchange ? RENAME_EXCHANGE : 0) < 0) {
 		rc = -errno;
-		if (record_first)
-			meta_move(fs, op->q, op->b, op->p, op->a, false);
+		if (link_record)
+			meta_write_record(fs, op->q, op->b, &none);
 		if (whiteout_first)
 			meta_clear_whiteout(fs, op->p, op->a);
 		goto out;
 	}
-	if (!exchange && op->have_d && !record_first)
+	if (!exchange && op->have_d && !link_record)
 		meta_remove(fs, op->q, op->b); /* the metadata of what was replaced */
+	if (link_record && (rc = meta_write_record(fs, op->p, op->a, &none)) < 0)
+		goto out;
 	if (!exchange && (rc = meta_clear_whiteout(fs, op->q, op->b)) < 0)
 		goto out;
 	if ((rc = meta_move(fs, op->p, op->a, op->q, op->b, exchange)) < 0)
