@@ -338,7 +338,7 @@ from conftest import tree_digest  # noqa: E402
 from conftest import force_unmount, sanitizer_env  # noqa: E402
 from rellib import LONG, Daemon, DaemonPool, Hang, in_mountinfo  # noqa: E402
 
-KILLS = int(os.environ.get("RELD_KILLS", 500 if LONG else 50))
+KILLS = 500 if LONG else 50
 OPTIONS = ["cow,vstat", "cow,vstat,writeback", "cow,vstat,volatile"]
 KNOWN_KEYS = {"type", "mode", "uid", "gid", "rdev", "ctime", "ino", "opaque", "redirect", "dev"}
 
