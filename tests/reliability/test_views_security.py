@@ -229,3 +229,33 @@ def test_allow_other_is_off_unless_asked_for(user, utmp, mounts):
             assert not [m for m in _fuse_mounts() if m.split()[1] == str(mnt2)]
     finally:
         subprocess.run(["fusermount3", "-u", str(mnt2)], capture_output=True)
+
+
+def test_a_hand_edited_layer_cannot_reach_outside_the_original(user, utmp, mounts):
+    """The layer is the user's to edit: a `redirect` record (a renamed directory's original)
+    that climbs out with .., or goes through a symlink of the original, must not show anything
+    outside MOUNTPOINT's original tree: EIO (a corrupt record), never /etc's entries."""
+    mnt, layer = utmp / "mnt", utmp / "layer"
+    (mnt / "inside").mkdir(parents=True)
+    (mnt / "inside" / "f").write_text("inside\n")
+    os.symlink("/etc", mnt / "sl")
+    for name, redirect in [("up", "/../../../etc"), ("viasymlink", "/sl"),
+                           ("viasymlink2", "/sl/ssh"), ("fine", "/inside")]:
+        (layer / name).mkdir(parents=True)
+        (layer / ".-").mkdir(exist_ok=True)
+        (layer / ".-" / (name + "\x7f")).write_text(f"redirect={redirect}\n")
+    subprocess.run(["chown", "-R", "-h", f"{user.uid}:{user.gid}", str(mnt), str(layer)],
+                   check=True)
+    mounts.start("viewfs", "-o", "cow", layer, mnt, mountpoint=mnt, user=user)
+    r = run(["/usr/bin/python3", "-c", "import os, sys\n"
+             "for n in ('up', 'viasymlink', 'viasymlink2', 'fine'):\n"
+             "    try:\n"
+             "        print(n, sorted(os.listdir(os.path.join(sys.argv[1], n))))\n"
+             "    except OSError as e:\n"
+             "        print(n, e.strerror)\n", str(mnt)], user=user)
+    seen = dict(line.split(" ", 1) for line in r.stdout.splitlines())
+    assert seen["fine"] == "['f']", seen  # a proper redirect does work
+    etc = set(os.listdir("/etc"))
+    for name in ("up", "viasymlink", "viasymlink2"):
+        shown = seen[name]
+        assert not any(f"'{e}'" in shown for e in etc), f"{name} shows /etc: {shown}"
