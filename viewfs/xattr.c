@@ -18,8 +18,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdbool.h>
 #include <string.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
@@ -196,6 +198,85 @@ static int make_virtual_device(struct viewfs *fs, struct vnode *n, const char *v
 	return rc;
 }
 
+/* The invalidation of a name, done by a helper thread that the request waits for at most a
+ * second. The kernel takes the directory's lock for it; a process holding that lock may be
+ * waiting for the file's lock, which the caller of our setxattr holds until we reply (an unlink
+ * of that very name): after the second the reply goes first, the caller lets go, and the
+ * invalidation follows. */
+struct inval_job {
+	struct viewfs *fs;
+	struct vnode *parent; /* a reference, dropped by the thread */
+	char *name;
+	pthread_mutex_t lock;
+	pthread_cond_t cv;
+	bool done, abandoned;
+};
+
+static void inval_job_free(struct inval_job *j)
+{
+	pthread_mutex_destroy(&j->lock);
+	pthread_cond_destroy(&j->cv);
+	free(j->name);
+	free(j);
+}
+
+static void *inval_thread(void *arg)
+{
+	struct inval_job *j = arg;
+	fuse_lowlevel_notify_inval_entry(j->fs->se, node_id(j->fs, j->parent), j->name,
+					 strlen(j->name));
+	node_unref(j->fs, j->parent, 1);
+	pthread_mutex_lock(&j->lock);
+	j->done = true;
+	bool abandoned = j->abandoned;
+	pthread_cond_signal(&j->cv);
+	pthread_mutex_unlock(&j->lock);
+	if (abandoned)
+		inval_job_free(j);
+	return NULL;
+}
+
+static void inval_before_reply(struct viewfs *fs, struct vnode *parent, const char *name)
+{
+	struct inval_job *j = calloc(1, sizeof *j);
+	char *copy = strdup(name);
+	pthread_attr_t attr;
+	pthread_t t;
+	if (!j || !copy) {
+		free(j);
+		free(copy);
+		node_unref(fs, parent, 1);
+		return;
+	}
+	/* the kernel may need requests answered while it waits for the directory: another
+	 * thread reads them from now on (serve.c) */
+	viewfs_serve_yield();
+	*j = (struct inval_job){ .fs = fs, .parent = parent, .name = copy };
+	pthread_mutex_init(&j->lock, NULL);
+	pthread_cond_init(&j->cv, NULL);
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	if (pthread_create(&t, &attr, inval_thread, j) != 0) {
+		pthread_attr_destroy(&attr);
+		node_unref(fs, parent, 1);
+		inval_job_free(j);
+		return;
+	}
+	pthread_attr_destroy(&attr);
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 1;
+	pthread_mutex_lock(&j->lock);
+	while (!j->done && pthread_cond_timedwait(&j->cv, &j->lock, &until) == 0)
+		;
+	bool done = j->done;
+	if (!done)
+		j->abandoned = true;
+	pthread_mutex_unlock(&j->lock);
+	if (done)
+		inval_job_free(j);
+}
+
 static void vfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
 			 size_t size, int flags)
 {
@@ -210,18 +291,16 @@ static void vfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const
 			node_ref(fs, parent);
 		}
 		ns_unlock(fs);
-		fuse_reply_err(req, -rc);
 		/* The kernel's inode is a regular file and cannot change type: make it look the
-		 * name up again (the lookup gives a new node of the new type). The kernel may wait
-		 * for the directory, whose holder may wait for us: another thread must be reading
-		 * requests while this one waits (serve.c). */
-		viewfs_serve_yield();
+		 * name up again (the lookup gives a new node of the new type), before the reply, so
+		 * that the caller's next stat finds the device (its old inode's attributes, dropped
+		 * by the setxattr, would otherwise come back as another type: EIO). */
 		if (parent && fs->se)
-			fuse_lowlevel_notify_inval_entry(fs->se, node_id(fs, parent), name_copy,
-							 strlen(name_copy));
-		if (parent)
+			inval_before_reply(fs, parent, name_copy);
+		else if (parent)
 			node_unref(fs, parent, 1);
 		free(name_copy);
+		fuse_reply_err(req, -rc);
 		return;
 	}
 	change(req, ino, name, value, size, flags);
