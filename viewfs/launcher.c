@@ -38,6 +38,7 @@
 #include <pthread.h>
 #include <pwd.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -236,6 +237,26 @@ static int child_main(const struct child_plan *p, int sock)
 
 /* ---------------------------------------------------------------- the launcher */
 
+/* libfuse's messages, less one: when the command's last process exits, its mount namespace
+ * goes and the kernel aborts the view's connection, which libfuse reports as an error while
+ * the launcher is ending the view anyway. */
+static void launcher_fuse_log(enum fuse_log_level level, const char *fmt, va_list ap)
+{
+	char msg[512];
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	size_t len = strlen(msg);
+	if (len && msg[len - 1] == '\n')
+		msg[len - 1] = '\0';
+	if (strstr(msg, "reading device") && strstr(msg, strerror(ECONNABORTED)))
+		return;
+	if (level <= FUSE_LOG_ERR)
+		vo_error("%s", msg);
+	else if (level == FUSE_LOG_WARNING)
+		vo_warn("%s", msg);
+	else
+		vo_debug("%s", msg);
+}
+
 struct devnodes_arg {
 	int listener, stop_fd;
 };
@@ -349,6 +370,7 @@ int view_main(struct viewfs_config *cfg, struct vo_cmdline *cl)
 	/* Both trees are opened now, in the user's own namespaces: the daemon reaches the real
 	 * files only through them. */
 	cfg->in_view = true;
+	fuse_set_log_func(launcher_fuse_log);
 	int layer_fd, lower_fd;
 	int status = viewfs_open_dirs(cfg, source, mp, &layer_fd, &lower_fd);
 	if (status != VO_EXIT_OK) {

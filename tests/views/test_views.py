@@ -15,7 +15,9 @@ from views_lib import fuse_lines, popen_view, remove, scratch_outside_tmp, sh, v
 
 def test_exit_status_of_the_command_is_viewfs_status(user, utmp):
     assert sh(user, utmp / "layer", "exit 7", check=False).returncode == 7
-    assert view(user, utmp / "layer", "true").returncode == 0
+    for _ in range(5):  # and says nothing (the connection's end is not an error)
+        r = view(user, utmp / "layer", "true")
+        assert (r.returncode, r.stderr) == (0, "")
 
 
 def test_signal_death_of_the_command_is_128_plus_n(user, utmp):
