@@ -11,7 +11,8 @@ rest: renames, unlinks, truncates, appends, directories made and removed, attrib
 file is never changed once its fsync returned; to keep the image from filling up (which would
 stop every later round's workload at ENOSPC before its kill), the workload deletes the oldest
 fsync'ed files once they hold more than 32 MiB, each deletion logged before the unlink (from
-then on that file is not checked).
+then on that file is not checked), and files whose fsync the kill cut short are removed before
+the next round.
 
 After each kill: the dead mount is removed, `e2fsck -fy` must repair the image (exit 0 or 1)
 and a second `e2fsck -fn` must find it clean; the next round's mount must then read back every
@@ -124,6 +125,16 @@ def parse_log(path):
     return synced, deleted
 
 
+def remove_unlogged(mnt, alive):
+    """Files of the fsync'ed kind whose fsync never returned (the kill came first) are left
+    in r*/ by each round: removed before the next workload starts, or they fill the image."""
+    for d in os.listdir(mnt):
+        if d.startswith("r") and os.path.isdir(os.path.join(mnt, d)):
+            for name in os.listdir(os.path.join(mnt, d)):
+                if f"{d}/{name}" not in alive:
+                    os.unlink(os.path.join(mnt, d, name))
+
+
 def read_back(mnt, entries):
     """[(path, problem)] for logged files that do not read back as logged."""
     bad = []
@@ -171,6 +182,7 @@ def test_kill_9_at_random_points_fsck_repairs_and_fsynced_files_survive(rtmp):
                 if k == KILLS:
                     assert d.stop() == 0, d.output()
                     break
+                remove_unlogged(mnt, {e[0] for e in alive})
                 w = Workload(str(mnt), k, log, random.Random(k), kept)
                 t = threading.Thread(target=w.run, daemon=True)
                 t.start()
