@@ -340,6 +340,8 @@ if __name__ == "__main__":
 
 import subprocess  # noqa: E402
 
+import pytest  # noqa: E402
+
 from conftest import tree_digest  # noqa: E402
 from conftest import force_unmount, sanitizer_env  # noqa: E402
 from rellib import LONG, Daemon, DaemonPool, Hang, in_mountinfo  # noqa: E402
@@ -460,6 +462,7 @@ def diff(got, want):
     return out
 
 
+@pytest.mark.timeout(3600 if LONG else 300)
 def test_kill_9_at_random_points_every_completed_operation_is_whole(utmp, user):
     orig = utmp / "mnt"
     layer = utmp / "layer"

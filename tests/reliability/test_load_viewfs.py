@@ -149,6 +149,8 @@ if __name__ == "__main__":
 import json  # noqa: E402
 import subprocess  # noqa: E402
 
+import pytest  # noqa: E402
+
 from conftest import run, tree_digest  # noqa: E402
 from rellib import LONG  # noqa: E402
 
@@ -159,6 +161,7 @@ KINDS = ["writer", "writer", "appender", "appender", "renamer", "renamer", "unli
 
 
 
+@pytest.mark.timeout(3600 if LONG else 300)
 def test_ten_processes_race_on_a_cow_view_without_deadlock_or_damage(utmp, user, mounts):
     orig, layer = utmp / "mnt", utmp / "layer"
     for d in ("orig/d0/sub", "orig/d1", "orig/d2", "new"):

@@ -15,6 +15,8 @@ test_resources_ext2.py the daemon runs without AddressSanitizer's quarantine of 
 import os
 import time
 
+import pytest
+
 from relb_util import LONG, DaemonPool
 
 ROUNDS = 50 if LONG else 4
@@ -40,6 +42,7 @@ def forget():
     time.sleep(0.3)  # FORGETs are sent as the kernel evicts: let them arrive
 
 
+@pytest.mark.timeout(3600 if LONG else 300)
 def test_lookups_and_forgets_leave_memory_and_fds_where_they_were(tmp_path):
     orig, layer = tmp_path / "mnt", tmp_path / "layer"
     paths = []
