@@ -415,3 +415,18 @@ def test_any_mountpoint_followed_by_a_command(user, utmp):
     assert r.stdout.split() == ["all:", "changed", "new", str(user.uid), "fuse.viewfs", "ext4"]
     assert (d / "Makefile").read_text() == "all:\n" and not (d / "new").exists()
     assert (layer / "new").read_text() == "new\n"
+
+
+def test_root_gets_a_view_without_a_user_namespace(utmp):
+    """Run by root: only a mount namespace (the user namespace stays the host's), the same
+    view."""
+    layer = utmp / "layer"
+    layer.mkdir()
+    r = run([viewos_bin("viewfs"), "-o", "cow,except=/tmp", layer, "/", "--", "/bin/sh", "-c",
+             "id -u; readlink /proc/self/ns/user; echo x > /usr/bin/viewos-root-view; "
+             "stat -c %U /usr/bin/viewos-root-view; findmnt -no FSTYPE --mountpoint /"])
+    uid, ns, owner, fstype = r.stdout.split()
+    assert (uid, ns, owner, fstype) == ("0", os.readlink("/proc/self/ns/user"), "root",
+                                        "fuse.viewfs")
+    assert not Path("/usr/bin/viewos-root-view").exists()
+    assert (layer / "usr/bin/viewos-root-view").read_text() == "x\n"
