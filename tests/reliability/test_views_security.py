@@ -164,12 +164,12 @@ def test_the_views_mounts_are_not_visible_on_the_host_or_to_another_user(user, l
         tmpfs made inside it is named by its mount point). Other tests may mount meanwhile."""
         return [line for line in text.splitlines() if str(layer) in line or "viewos-reld" in line]
 
-    ready = utmp / "ready"
+    ready, done = utmp / "ready", utmp / "done"
     p = subprocess.Popen(
         user.wrap([viewos_bin("viewfs"), "-o", OPTS, str(layer), "/", "--", "/bin/sh", "-c",
                    "mkdir -p /mnt/viewos-reld && mount -t tmpfs none /mnt/viewos-reld && "
                    f"grep -c viewos-reld /proc/mounts > {ready}.tmp; mv {ready}.tmp {ready}; "
-                   "sleep 30"]),
+                   f"for i in $(seq 600); do [ -e {done} ] && break; sleep 0.1; done"]),
         env=sanitizer_env(user.env()), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
@@ -184,8 +184,13 @@ def test_the_views_mounts_are_not_visible_on_the_host_or_to_another_user(user, l
         other = run(["cat", "/proc/mounts", "/proc/1/mountinfo"], user=_nobody())
         assert not ours(other.stdout), "another user sees the view's mounts"
     finally:
-        p.kill()
-        p.communicate()
+        done.touch()
+        try:
+            _, err = p.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            _, err = p.communicate()
+    assert p.returncode == 0, err
     with open("/proc/mounts") as f:
         assert not ours(f.read())
 
