@@ -499,6 +499,21 @@ int dir_retarget(struct e2 *e, ext2_ino_t dir, const char *name, ext2_ino_t ino,
 	return edit_entry(e, dir, name, EDIT_RETARGET, ino, ftype);
 }
 
+/* The directory now has nb blocks: grow the per-block room array with it (new blocks count as
+ * full until measured). */
+static int resize_room(struct dir_index *di, uint32_t nb)
+{
+	if (nb > di->nblocks) {
+		uint16_t *room = realloc(di->room, nb * sizeof *room);
+		if (!room)
+			return -ENOMEM;
+		memset(room + di->nblocks, 0, (nb - di->nblocks) * sizeof *room);
+		di->room = room;
+	}
+	di->nblocks = nb;
+	return 0;
+}
+
 /* Insert into an htree directory through libext2fs, which keeps the hash order. */
 static int add_htree(struct e2 *e, ext2_ino_t dir, struct dir_index *di, struct node *n,
 		     const char *name, ext2_ino_t ino, int ftype)
@@ -520,8 +535,11 @@ static int add_htree(struct e2 *e, ext2_ino_t dir, struct dir_index *di, struct 
 		return r;
 	if (!(in.i_flags & EXT2_INDEX_FL))
 		di->htree = false; /* libext2fs gave up the index: rebuild ours from scratch */
-	di->nblocks = (uint32_t)(EXT2_I_SIZE(&in) / e->fs->blocksize);
 	e2_mark_dirty(e);
+	/* a split adds blocks: the room array must follow, or a later removal in a new block
+	 * writes past it */
+	if ((r = resize_room(di, (uint32_t)(EXT2_I_SIZE(&in) / e->fs->blocksize))) < 0)
+		return r;
 	if (!di->htree) {
 		dir_index_drop(e, n->dindex);
 		n->dindex = NULL;
@@ -549,14 +567,9 @@ static int expand(struct e2 *e, ext2_ino_t dir, struct dir_index *di, struct nod
 	if (r < 0)
 		return r;
 	uint32_t nb = (uint32_t)(EXT2_I_SIZE(&in) / e->fs->blocksize);
-	uint16_t *room = realloc(di->room, (nb ? nb : 1) * sizeof *room);
-	if (!room)
-		return -ENOMEM;
-	for (uint32_t b = di->nblocks; b < nb; b++)
-		room[b] = 0;
-	di->room = room;
 	uint32_t old = di->nblocks;
-	di->nblocks = nb;
+	if ((r = resize_room(di, nb)) < 0)
+		return r;
 	/* measure the new block(s) */
 	void *buf = malloc(e->fs->blocksize);
 	if (!buf)

@@ -78,3 +78,35 @@ def test_fifty_thousand_entries_in_a_kernel_htree_directory(ext2, rtmp):
         assert "kernel-entry-000000-with-some-length" not in names
     finally:
         run(["umount", kmnt])
+
+
+def test_removing_names_that_an_htree_split_moved_to_new_blocks(ext2, rtmp):
+    """libext2fs' htree insert splits full leaves into blocks the directory did not have when
+    the daemon indexed it; removing the names that moved there must stay within the daemon's
+    per-block bookkeeping (it wrote past it: an AddressSanitizer report and a dead daemon in
+    the suite, seen once in a rename of test_tree.py)."""
+    img = ext2.image("ext4-4k", size="64M")
+    kmnt = rtmp / "k"
+    kmnt.mkdir()
+    run(["mount", "-o", "loop", img, kmnt])
+    try:
+        (kmnt / "big").mkdir()
+        for i in range(300):
+            (kmnt / "big" / f"kernel-{i:04d}-{'n' * 40}").write_bytes(b"")
+    finally:
+        run(["umount", kmnt])
+    out = run(["debugfs", "-R", "htree /big", img]).stdout
+    assert "Indirect levels: 0" in out, out[:500]
+    m = ext2.mount(img)
+    d = m.path / "big"
+    assert len(os.listdir(d)) == 300  # the daemon indexes the directory at its kernel size
+    added = [f"umfuse-{i:05d}-{'m' * 40}" for i in range(3000)]
+    for name in added:
+        (d / name).write_bytes(b"")
+    blocks_after = os.stat(d).st_size // 4096
+    assert blocks_after > 10, blocks_after
+    for name in sorted(os.listdir(d)):
+        os.unlink(d / name)
+    assert os.listdir(d) == []
+    m.unmount()
+    assert_clean(img)
