@@ -2,6 +2,8 @@
 commands through show.sh()/show.mount() and checks its results with show.expect(); it raises
 StepFailed on a wrong result. Files a later step needs (the disk image of step 2, the layer of
 step 5) stay in the work directory; mounts are undone at the end of every step."""
+import json
+import time
 from textwrap import dedent
 
 # A small tree with what FAT, ext2 and ISO must all get right: long names, UTF-8, nesting,
@@ -101,27 +103,51 @@ def virtual_install(show):
 
 def nested(show):
     view = "viewfs -o mincow,except=/tmp,vstat layer / --"
-    # the daemons finish a moment after their unmount: the view (whose files they run from)
-    # must not end before they have let go of their images
-    released = lambda image: f"while fuser -s {show.work}/{image}; do sleep 0.05; done"
-    inner = (f"umdev-mbr {show.work}/disk.img {show.work}/hdb && mkdir -p {show.work}/nested && "
-             f"umfuse-ext2 {show.work}/hdb1 {show.work}/nested && cat {show.work}/nested/hello && "
-             f"viewos-hello && fusermount3 -u {show.work}/nested && {released('hdb1')} && "
-             f"fusermount3 -u {show.work}/hdb && {released('disk.img')}")
-    _, out = show.sh(f"{view} sh -c '{inner}'")
-    show.expect("nested hello" in out and "virtually installed" in out,
+    # The view mounts step 2's partition and holds it until the host has looked (the work
+    # directory is under /tmp, which except= keeps real: the flag files cross the boundary).
+    # The daemons finish a moment after their unmount: the view (whose files they run from)
+    # must not end before they have let go of their images.
+    released = lambda image: f"while fuser -s {show.work}/{image} 2>/dev/null; do sleep 0.05; done"
+    w = show.work
+    inner = (f"umdev-mbr {w}/disk.img {w}/hdb && mkdir -p {w}/nested && "
+             f"umfuse-ext2 {w}/hdb1 {w}/nested && cat {w}/nested/hello && viewos-hello && "
+             f"grep -c {w}/nested /proc/mounts && touch {w}/view-ready && "
+             f"while [ ! -e {w}/host-looked ]; do sleep 0.05; done && "
+             f"fusermount3 -u {w}/nested && {released('hdb1')} && "
+             f"fusermount3 -u {w}/hdb && {released('disk.img')}")
+    view_proc = show.spawn(f"{view} sh -c '{inner}'")
+    try:
+        for _ in range(1200):
+            if (w / "view-ready").exists() or view_proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        show.expect((w / "view-ready").exists(), "the view has mounted the partition")
+        _, out = show.sh(f"ls nested | wc -l; grep -c -e {w}/nested -e {w}/hdb /proc/mounts "
+                         "|| true")
+        show.expect(out.split() == ["0", "0"],
+                    "meanwhile, on the host: nested/ is an empty directory and neither the "
+                    "partition nor its file system is in the host's mount table")
+    finally:
+        (w / "host-looked").touch()
+        status, out = show.finish(view_proc)
+    show.expect(status == 0 and "nested hello" in out and "virtually installed" in out,
                 "inside the view: the partition of step 2 mounted with umfuse-ext2, beside the "
                 "virtually installed package")
-    _, out = show.sh("ls nested | wc -l; grep -c viewos-showcase /proc/mounts || true")
-    show.expect(out.split()[0] == "0", "the host never saw that mount")
 
 
 def nbd(show):
-    show.mount("umdev-mbr -o nbd=unix:nbd.sock disk.img hda", show.work / "hda")
+    show.mount("umdev-mbr -o nbd=unix:nbd.sock disk.img hda", show.work / "hda",
+               source="disk.img")
     show.sh("nbdinfo --list 'nbd+unix:///?socket=nbd.sock' | grep -E 'export=|export-size'")
     show.sh("nbdcopy 'nbd+unix:///1?socket=nbd.sock' part1.raw")
     status, _ = show.sh("dd if=hda1 bs=1M status=none | cmp - part1.raw && echo identical")
     show.expect(status == 0, "partition 1 read over NBD equals the partition file")
+    _, out = show.sh("sfdisk --json disk.img", show=False)
+    part = json.loads(out)["partitiontable"]["partitions"][0]
+    status, _ = show.sh(f"dd if=disk.img bs=1M iflag=skip_bytes,count_bytes "
+                        f"skip={part['start'] * 512} count={part['size'] * 512} status=none "
+                        "| cmp - part1.raw && echo identical")
+    show.expect(status == 0, "and the bytes of the image at partition 1's offset")
     show.sh("e2fsck -fn part1.raw >/dev/null && echo 'part1.raw: clean ext2'")
 
 

@@ -345,8 +345,8 @@ static void stop_all(struct umdev_service *s)
 	pthread_mutex_lock(&s->lock);
 	s->stopping = true; /* from now on a flush or BLKRRPART re-reads nothing */
 	pthread_mutex_unlock(&s->lock);
-	umdev_nbd_stop(s->nbd);
-	s->nbd = NULL;
+	/* The device files first: they are what the user sees go after an unmount of the disk;
+	 * nbdkit may then take its time (up to 5 s) to finish its clients' requests. */
 	while (s->parts) {
 		struct devmount *m = s->parts;
 		s->parts = m->next;
@@ -359,6 +359,8 @@ static void stop_all(struct umdev_service *s)
 		s->retired = m->next;
 		devmount_stop(m);
 	}
+	umdev_nbd_stop(s->nbd);
+	s->nbd = NULL;
 }
 
 static int check_config(struct umdev_service *s)
