@@ -7,7 +7,8 @@
  *     setgroups() in the view (apt dropping to _apt) then works, and the daemon's answers in
  *     host numbering (root 0, others their own ids) show the real owners.
  *   - otherwise a single map, view 0 (or the user's own id with -o user) is the user: every
- *     other id shows as nobody, and setuid()/setgroups() to other ids fail with EINVAL/EPERM.
+ *     other id shows as nobody, and setuid()/setgroups() to other ids fail with EINVAL/EPERM; the
+ *     launcher says so in one line on stderr when the view starts.
  * With -o user (or without vstat) the command keeps the user's ids: a single map of the user's
  * own uid and gid.
  * Hand-written because no library does it: a few lines of /proc writes and two helper runs. */
@@ -69,9 +70,24 @@ void view_ids_plan(struct view_ids *ids, bool vroot)
 		return;
 	struct passwd *pw = getpwuid(ids->uid);
 	const char *name = pw ? pw->pw_name : NULL;
-	ids->subordinate = access(NEWUIDMAP, X_OK) == 0 && access(NEWGIDMAP, X_OK) == 0 &&
-			   subid_range("/etc/subuid", name, ids->uid, &ids->sub_uid, &ids->n_uid) &&
-			   subid_range("/etc/subgid", name, ids->gid, &ids->sub_gid, &ids->n_gid);
+	char who[64];
+	if (name)
+		snprintf(who, sizeof who, "%s", name);
+	else
+		snprintf(who, sizeof who, "uid %lu", (unsigned long)ids->uid);
+	/* The reason is kept for the warning view_ids_map gives once the view really starts (not
+	 * now: a bad command line must stay a one-line error). */
+	if (access(NEWUIDMAP, X_OK) < 0 || access(NEWGIDMAP, X_OK) < 0)
+		snprintf(ids->single_why, sizeof ids->single_why,
+			 "%s or %s is not installed (Debian package uidmap)", NEWUIDMAP, NEWGIDMAP);
+	else if (!subid_range("/etc/subuid", name, ids->uid, &ids->sub_uid, &ids->n_uid))
+		snprintf(ids->single_why, sizeof ids->single_why,
+			 "no subordinate ids for %s in /etc/subuid", who);
+	else if (!subid_range("/etc/subgid", name, ids->gid, &ids->sub_gid, &ids->n_gid))
+		snprintf(ids->single_why, sizeof ids->single_why,
+			 "no subordinate ids for %s in /etc/subgid", who);
+	else
+		ids->subordinate = true;
 }
 
 static int write_file(pid_t pid, const char *what, const char *text)
@@ -137,7 +153,15 @@ int view_ids_map(const struct view_ids *ids, pid_t child)
 		return -1;
 	snprintf(map, sizeof map, "%lu %lu 1\n", ids->vroot ? 0UL : (unsigned long)ids->gid,
 		 (unsigned long)ids->gid);
-	return write_file(child, "gid_map", map);
+	if (write_file(child, "gid_map", map) < 0)
+		return -1;
+	/* The issue's "fall back to a single mapping and say what does not work": a virtual root
+	 * that cannot become anyone else (apt's drop to _apt fails). With -o user the single map
+	 * is all that was asked for: nothing to say. */
+	if (ids->vroot && *ids->single_why)
+		vo_warn("%s: only the view's root is mapped: other owners show as nobody, and "
+			"setuid()/setgroups() to other ids fail", ids->single_why);
+	return 0;
 }
 
 int view_ids_become(const struct view_ids *ids)

@@ -32,12 +32,15 @@ struct view_ids {
 	uid_t uid;             /* the user's own ids */
 	gid_t gid;
 	unsigned long sub_uid, n_uid, sub_gid, n_gid;
+	/* Why a virtual root gets a single map (the view says so once it runs); "" otherwise. */
+	char single_why[160];
 };
 
 /* Decide the maps (reads /etc/subuid, /etc/subgid; looks for newuidmap/newgidmap). */
 void view_ids_plan(struct view_ids *ids, bool vroot);
 /* Write the maps of the user namespace child is in (from outside it). 0, or -1 after a
- * one-line error. */
+ * one-line error. A virtual root without subordinate ids gets a one-line warning saying what
+ * does not work. */
 int view_ids_map(const struct view_ids *ids, pid_t child);
 /* In the child, after the maps: become the view's uid/gid. 0 or -1 after a message. */
 int view_ids_become(const struct view_ids *ids);

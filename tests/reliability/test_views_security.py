@@ -2,13 +2,16 @@
 or to gain through one what the user does not have on the host, and must fail.
 
 Views (`viewfs -o ... LAYER / -- COMMAND`, issue 4): a symlink in the layer that points at a
-host file is resolved inside the view; `..` from the view's root stays there; except=/tmp does
-not also expose /tmpx...; a root-owned 0600 host file stays unreadable from the view's virtual
-root (vstat), also after a virtual chmod/chown and a copy-up; setuid/setgid and ownership set
-through vstat never reach a real file, and a virtual setuid-root program does not run as root;
-device nodes made through vstat never open a real device; the view's mounts (viewfs and one
-made inside it) are not visible on the host or to another user. Plain viewfs mounts (issue 3):
-allow_other is off unless asked for, so another user (root included) cannot enter the mount.
+host file is resolved inside the view, for reads and for writes; `..` from the view's root
+stays there; except=/tmp does not also expose /tmpx...; a root-owned 0600 host file stays
+unreadable from the view's virtual root (vstat), also after a virtual chmod/chown and a
+copy-up; setuid/setgid and ownership set through vstat never reach a real file, and a virtual
+setuid-root program does not run as root; device nodes made through vstat never open a real
+device; the view's mounts (viewfs and one made inside it) are not visible on the host or to
+another user, and the view's files (its FUSE mount has allow_other, inside its own user
+namespace) cannot be reached from outside that namespace (/proc/PID/root, cwd, fd; --enter by
+another user). Plain viewfs mounts (issue 3): allow_other is off unless asked for, so another
+user (root included) cannot enter the mount.
 
 `nobody` plays the other user."""
 import os
@@ -66,6 +69,36 @@ def test_symlink_in_the_layer_to_a_host_file_is_resolved_inside_the_view(user, l
                           "echo read-shadow || echo no-shadow", opts="cow,except=/tmp,vstat")
     assert r.stdout.split() == ["view", "no-shadow"], r.stdout
     assert target.read_text() == "host\n"
+
+
+def test_writes_through_a_layer_symlink_to_a_host_path_land_in_the_view(user, layer, host_dir):
+    """Layer symlinks by absolute host paths: to a host file of the user's, to a name that does
+    not exist yet, to a root-owned host file. Writing through them is resolved in the view, so
+    the data goes into the layer (cow); the daemon never follows a layer symlink to the host."""
+    target = host_dir / "target"
+    target.write_text("host\n")
+    rel = str(host_dir).lstrip("/")
+    (layer / rel).mkdir(parents=True)
+    links = {"to-target": target, "to-new": host_dir / "created", "to-etc": "/etc/hostname"}
+    for name, dest in links.items():
+        os.symlink(str(dest), layer / rel / name)
+    subprocess.run(["chown", "-R", "-h", f"{user.uid}:{user.gid}", str(layer)], check=True)
+    hostname = Path("/etc/hostname").read_bytes()
+    d = host_dir
+    r = view(user, layer, f"echo via-link > {d}/to-target; echo made > {d}/to-new; "
+                          f"echo appended >> {d}/to-etc; cat {d}/target {d}/created; "
+                          "tail -n1 /etc/hostname", opts="cow,except=/tmp,vstat")
+    assert r.stdout.split() == ["via-link", "made", "appended"], r.stdout + r.stderr
+    # the host is untouched
+    assert target.read_text() == "host\n"
+    assert not (host_dir / "created").exists()
+    assert Path("/etc/hostname").read_bytes() == hostname
+    # the layer has the data, and its symlinks are still symlinks to the same paths
+    assert (layer / rel / "target").read_text() == "via-link\n"
+    assert (layer / rel / "created").read_text() == "made\n"
+    assert (layer / "etc" / "hostname").read_bytes() == hostname + b"appended\n"
+    for name, dest in links.items():
+        assert os.readlink(layer / rel / name) == str(dest)
 
 
 def test_dotdot_from_the_views_root_stays_at_the_root(user, layer):
@@ -193,6 +226,68 @@ def test_the_views_mounts_are_not_visible_on_the_host_or_to_another_user(user, l
     assert p.returncode == 0, err
     with open("/proc/mounts") as f:
         assert not ours(f.read())
+
+
+PROBE = """import os, sys
+pid = sys.argv[1]
+for what, path, listing in [("root", f"/proc/{pid}/root/etc/viewos-reld-secret", False),
+                            ("root-dir", f"/proc/{pid}/root/etc", True),
+                            ("cwd", f"/proc/{pid}/cwd", True),
+                            ("fd", f"/proc/{pid}/fd/7", False),
+                            ("tmp-below-root", f"/proc/{pid}/root/tmp", True)]:
+    try:
+        print(what, "listed" if listing and os.listdir(path) else open(path).read().strip())
+    except OSError as e:
+        print(what, e.strerror)
+"""
+
+
+def test_another_user_cannot_reach_the_views_files_through_proc(user, layer, utmp):
+    """The view's FUSE mount has allow_other, but inside the view's own user namespace: the
+    kernel lets only processes of that namespace in. Another host user (nobody) gets EACCES
+    through /proc/PID/root, /proc/PID/cwd and /proc/PID/fd of the view's processes (so does
+    the user outside the view: the way in is --enter), and cannot --enter. The same probe
+    run inside the view reads everything (the paths are right)."""
+    (utmp / "probe.py").write_text(PROBE)
+    pidfile, done = utmp / "pid", utmp / "done"
+    p = subprocess.Popen(
+        user.wrap([viewos_bin("viewfs"), "-o", OPTS, str(layer), "/", "--", "/bin/sh", "-c",
+                   "echo only-in-the-view > /etc/viewos-reld-secret; "
+                   "exec 7</etc/viewos-reld-secret; cd /usr/share; "
+                   f"echo $$ > {pidfile}.new; mv {pidfile}.new {pidfile}; "
+                   f"for i in $(seq 600); do [ -e {done} ] && break; sleep 0.1; done"]),
+        env=sanitizer_env(user.env()), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not pidfile.exists():
+            assert p.poll() is None, p.communicate()
+            assert time.monotonic() < deadline, "the view did not start"
+            time.sleep(0.05)
+        pid = pidfile.read_text().strip()
+        probe = ["/usr/bin/python3", str(utmp / "probe.py"), pid]
+        denied = ["root Permission denied", "root-dir Permission denied",
+                  "cwd Permission denied", "fd Permission denied",
+                  "tmp-below-root Permission denied"]
+        assert run(probe, user=_nobody()).stdout.splitlines() == denied
+        assert run(probe, user=user).stdout.splitlines() == denied
+        entered = run([viewos_bin("viewfs"), "--enter", pid, "--", *probe], user=user)
+        assert entered.stdout.splitlines() == [
+            "root only-in-the-view", "root-dir listed", "cwd listed", "fd only-in-the-view",
+            "tmp-below-root listed"]
+        other = run([viewos_bin("viewfs"), "--enter", pid, "--", "cat",
+                     "/etc/viewos-reld-secret"], user=_nobody(), check=False)
+        assert other.returncode != 0 and "only-in-the-view" not in other.stdout
+        assert other.stderr.startswith(f"viewfs: cannot enter the view of {pid}") and \
+            other.stderr.count("\n") == 1, other.stderr
+    finally:
+        done.touch()
+        try:
+            _, err = p.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            _, err = p.communicate()
+    assert p.returncode == 0, err
+    assert not Path("/etc/viewos-reld-secret").exists()
 
 
 def _nobody():

@@ -1,16 +1,19 @@
 """The terminal passes through a view: an interactive shell (the user's login shell, the default
-command) on a pseudo-terminal, with Ctrl-C, job control (Ctrl-Z, bg jobs) and its exit status."""
+command) on a pseudo-terminal, with Ctrl-C, job control (Ctrl-Z, bg jobs) and its exit status;
+`viewfs --enter PID` without a command starts the user's shell in the view the same way."""
 import fcntl
 import os
+import pwd
 import select
 import subprocess
 import termios
 import time
+from pathlib import Path
 
 import pytest
 
-from conftest import sanitizer_env, viewos_bin
-from views_lib import layer_dir
+from conftest import User, run, sanitizer_env, viewos_bin
+from views_lib import layer_dir, popen_view, wait_for
 
 
 class Pty:
@@ -85,3 +88,58 @@ def test_interactive_shell_with_ctrl_c_job_control_and_exit_status(user, utmp):
         assert t.proc.wait(timeout=30) == 5
     finally:
         t.close()
+
+
+def test_the_default_command_is_the_users_login_shell(utmp):
+    """A user whose login shell (pw_shell) is a script printing a marker: the view started
+    without a command runs that script, in the view, as its root."""
+    shell = Path("/var/tmp/viewos-views/vshell-login-shell")
+    shell.parent.mkdir(mode=0o755, exist_ok=True)
+    shell.write_text("#!/bin/sh\necho \"LOGIN-SHELL $0 uid=$(id -u) "
+                     "root=$(findmnt -no FSTYPE --mountpoint /)\"\n")
+    os.chmod(shell, 0o755)
+    name = "viewos-vshell"
+    if subprocess.run(["id", name], capture_output=True).returncode != 0:
+        run(["useradd", "--system", "--no-create-home", "--shell", str(shell), name])
+    assert pwd.getpwnam(name).pw_shell == str(shell)
+    vshell = User(name)
+    layer = utmp / "layer"
+    layer.mkdir()
+    vshell.chown(layer)
+    env = sanitizer_env(vshell.env())
+    t = Pty(vshell.wrap([viewos_bin("viewfs"), "-o", "mincow,except=/tmp,vstat", str(layer),
+                         "/"]), env)
+    try:
+        t.expect(f"LOGIN-SHELL {shell} uid=0 root=fuse.viewfs")
+        assert t.proc.wait(timeout=30) == 0
+    finally:
+        t.close()
+
+
+def test_enter_without_a_command_runs_the_users_shell_in_the_view(user, utmp):
+    layer = utmp / "layer"
+    pidfile, done = utmp / "pid", utmp / "done"
+    p = popen_view(user, layer, "/bin/sh", "-c",
+                   f"echo only-in-view > /etc/viewos-enter-shell; echo $$ > {pidfile}.new; "
+                   f"mv {pidfile}.new {pidfile}; while [ ! -e {done} ]; do sleep 0.05; done")
+    try:
+        wait_for(pidfile)
+        env = sanitizer_env(user.env())
+        env.update(PATH="/usr/sbin:/usr/bin:/sbin:/bin", TERM="dumb", PS1="vp$ ")
+        t = Pty(user.wrap([viewos_bin("viewfs"), "--enter", pidfile.read_text().strip()]), env)
+        try:
+            # typed on the terminal (echoed back as typed: only the shell's answer has the
+            # file's content in it)
+            t.send("echo ENTERED $(cat /etc/viewos-enter-shell) uid=$(id -u) "
+                   "exe=$(readlink /proc/$$/exe)\n")
+            shell = os.path.realpath(pwd.getpwnam(user.name).pw_shell)
+            t.expect(f"ENTERED only-in-view uid=0 exe={shell}")
+            t.send("exit 3\n")
+            assert t.proc.wait(timeout=30) == 3
+        finally:
+            t.close()
+        assert not Path("/etc/viewos-enter-shell").exists()
+    finally:
+        done.touch()
+        p.communicate(timeout=30)
+    assert p.returncode == 0

@@ -1,6 +1,8 @@
 """Views: a command with its own root (`viewfs -o OPTS LAYER / -- COMMAND`), run as the
-unprivileged test user: virtual root, real /proc and except= paths, the exit status, cleanup,
---enter, side-by-side and nested views, mounts made inside a view, bad input."""
+unprivileged test user: virtual root (and what a user without subordinate ids is told), real
+/proc, /run and except= paths, host changes seen in a running view, copy-up of what the user
+cannot read, the exit status and signals, cleanup (down to the view's mount namespace), --enter,
+side-by-side and nested views, mounts made inside a view, bad input."""
 import os
 import signal
 import subprocess
@@ -86,6 +88,73 @@ def test_proc_sys_dev_are_the_real_ones(user, utmp):
     assert seen["/proc"] == "proc" and seen["/sys"] == "sysfs" and seen["/dev"] == "devtmpfs"
 
 
+def _view_in_a_throwaway_mount_namespace(user, utmp, setup, view_script, after):
+    """Root makes a private mount namespace (the host's mounts stay as they are), runs setup
+    there, then the test user's view running view_script, then after (still in that
+    namespace). Returns the CompletedProcess; the view's output comes first."""
+    layer = utmp / "layer"
+    layer.mkdir()
+    user.chown(layer)
+    (utmp / "in-view.sh").write_text(view_script)
+    viewfs = " ".join([*user.wrap([viewos_bin("viewfs")]), "-o", "mincow,except=/tmp,vstat",
+                       str(layer), "/", "--", "/bin/sh", str(utmp / "in-view.sh")])
+    (utmp / "ns.sh").write_text(f"set -e\n{setup}\n{viewfs}\n{after}\n")
+    return subprocess.run(["unshare", "--mount", "--propagation", "private", "sh",
+                           str(utmp / "ns.sh")], capture_output=True, text=True, timeout=120,
+                          env=sanitizer_env(user.env()))
+
+
+UNIX_SERVER = """import os, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(60)  # a watchdog: the view's client never came
+s.bind(sys.argv[1])
+os.chmod(sys.argv[1], 0o777)
+s.listen()
+s.accept()[0].sendall(b"served by the host")
+"""
+UNIX_CLIENT = """import socket
+s = socket.socket(socket.AF_UNIX)
+s.connect("/run/viewos.sock")
+print(s.recv(64).decode())
+"""
+
+
+def test_run_is_the_real_one_when_it_is_a_mount_of_its_own(user, utmp):
+    """/run as on a systemd host (a tmpfs of its own, here made in a throwaway namespace): the
+    view binds the real one, so its files and the sockets of running services work."""
+    (utmp / "server.py").write_text(UNIX_SERVER)
+    (utmp / "client.py").write_text(UNIX_CLIENT)
+    setup = ("mount -t tmpfs -o mode=1777 viewos-run /run\necho host > /run/viewos-marker\n"
+             # (its output elsewhere: if the view fails, the server must not hold our pipes
+             # open until its watchdog ends it)
+             f"/usr/bin/python3 {utmp}/server.py /run/viewos.sock >{utmp}/server.log 2>&1 &\n"
+             "until [ -S /run/viewos.sock ]; do sleep 0.05; done")
+    view_script = ("findmnt -no FSTYPE,SOURCE --mountpoint /run\ncat /run/viewos-marker\n"
+                   f"/usr/bin/python3 {utmp}/client.py\necho view > /run/viewos-from-view\n")
+    r = _view_in_a_throwaway_mount_namespace(user, utmp, setup, view_script,
+                                             "wait\ncat /run/viewos-from-view")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["tmpfs", "viewos-run", "host", "served", "by", "the", "host",
+                                "view"]
+    assert not (utmp / "layer" / "run").exists()
+
+
+def test_run_on_the_root_file_system_is_part_of_the_view(user, utmp):
+    """/run that is a plain directory of / (no mount of its own) is not bound: it is part of
+    the root the view patches, so a write there goes into the layer, not to the host."""
+    setup = "while mountpoint -q /run; do umount -l /run; done"
+    view_script = ("findmnt -no FSTYPE --mountpoint /run || echo not-a-mount\n"
+                   "findmnt -no FSTYPE -T /run\necho view > /run/viewos-from-view\n"
+                   "cat /run/viewos-from-view\n")
+    r = _view_in_a_throwaway_mount_namespace(user, utmp, setup, view_script,
+                                             "ls /run/viewos-from-view 2>&1 || true")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[:3] == ["not-a-mount", "fuse.viewfs", "view"]
+    assert "No such file or directory" in lines[3]
+    assert (utmp / "layer" / "run" / "viewos-from-view").read_text() == "view\n"
+
+
 def test_changes_land_in_the_layer_and_the_host_is_untouched(user, utmp):
     layer = utmp / "layer"
     sh(user, layer, "echo new > /etc/viewos-views-test && echo more >> /etc/hostname")
@@ -96,43 +165,137 @@ def test_changes_land_in_the_layer_and_the_host_is_untouched(user, utmp):
     assert r.stdout.split() == ["new", "more"]
 
 
-def test_a_file_written_by_the_host_is_seen_in_the_running_view(user, utmp):
-    d = scratch_outside_tmp(user, "hostwrite")
+def test_appending_to_a_file_the_user_cannot_read_starts_the_views_copy_empty(user, utmp):
+    """A root-owned 0600 host file (the user cannot read it; the view's root may write it):
+    an append in the view copies it up empty, by design (docs/views.md: what the user may not
+    read stays secret). The view's file holds exactly the appended bytes, the host's is
+    unchanged, and its content is nowhere in the layer."""
+    d = scratch_outside_tmp(user, "unreadable")
+    layer = utmp / "layer"
     try:
-        f = d / "f"
-        f.write_text("old\n")
-        ready, written = utmp / "ready", utmp / "written"
-        p = popen_view(user, utmp / "layer", "/bin/sh", "-c",
-                       f"cat {f}; ls {d}; ls {d}; touch {ready}; "
-                       f"while [ ! -e {written} ]; do sleep 0.05; done; "
-                       f"sleep 1.3; cat {f}; ls {d}")
-        wait_for(ready)
-        f.write_text("new content, longer\n")
-        (d / "g").write_text("added by the host\n")
-        written.touch()
-        out, err = p.communicate(timeout=30)
-        assert p.returncode == 0, err
-        # the listing too (the kernel may cache it: the directory's new mtime drops it)
-        assert out.splitlines() == ["old", "f", "f", "new content, longer", "f", "g"]
+        secret = d / "secret"
+        secret.write_text("HOST-SECRET\n")
+        os.chown(secret, 0, 0)
+        os.chmod(secret, 0o600)
+        r = sh(user, layer, f"printf 'appended\\n' >> {secret} && cat {secret} && "
+               f"stat -c '%u %a %s' {secret}")
+        assert r.stdout.splitlines() == ["appended", "0 600 9"]
+        copy = layer / str(d).lstrip("/") / "secret"
+        assert copy.read_bytes() == b"appended\n"
+        assert secret.read_text() == "HOST-SECRET\n"
+        assert (secret.stat().st_uid, secret.stat().st_mode & 0o7777) == (0, 0o600)
+        for f in layer.rglob("*"):
+            if f.is_file() and not f.is_symlink():
+                assert b"HOST-SECRET" not in f.read_bytes(), f
+        # and the next view sees the same
+        assert sh(user, layer, f"cat {secret}").stdout == "appended\n"
     finally:
         remove(d)
 
 
+def _host_writes_seen_in_a_view(user, utmp, opts, poll):
+    """The host changes a file (longer content, then a same-size overwrite in place: no size
+    change for the cache to notice, only the mtime) and adds a file to its directory, while a
+    view that has already read both runs. Returns what the view read after each change.
+
+    poll: the view reads again until it sees the change, for at most 30 s (a watchdog against
+    a cache that never lets go, not a measure of how fast it does); otherwise it reads once,
+    right after the host's change."""
+    d = scratch_outside_tmp(user, "hostwrite")
+    try:
+        f = d / "f"
+        f.write_text("old\n")
+        marks = {k: utmp / k for k in ("ready", "w1", "seen1", "w2")}
+
+        def read_after(mark, want):
+            wait = f"while [ ! -e {mark} ]; do sleep 0.05; done; "
+            if not poll:
+                return wait + f"cat {f}; ls {d}; "
+            return (wait + f"n=0; until [ \"$(cat {f}; ls {d})\" = \"{want}\" ]; do "
+                    "n=$((n+1)); [ $n -lt 600 ] || break; sleep 0.05; done; "
+                    f"cat {f}; ls {d}; ")
+        script = (f"cat {f}; ls {d}; ls {d}; touch {marks['ready']}; "
+                  + read_after(marks["w1"], "new content, longer\nf\ng")
+                  + f"touch {marks['seen1']}; "
+                  + read_after(marks["w2"], "NEW CONTENT, LONGER\nf\ng"))
+        p = popen_view(user, utmp / "layer", "/bin/sh", "-c", script, opts=opts)
+        wait_for(marks["ready"])
+        f.write_text("new content, longer\n")
+        (d / "g").write_text("added by the host\n")
+        marks["w1"].touch()
+        wait_for(marks["seen1"])
+        fd = os.open(f, os.O_WRONLY)  # in place: same size, new bytes, new mtime
+        try:
+            assert os.pwrite(fd, b"NEW CONTENT, LONGER\n", 0) == 20
+        finally:
+            os.close(fd)
+        assert f.stat().st_size == 20
+        marks["w2"].touch()
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+        return out.splitlines()
+    finally:
+        remove(d)
+
+
+def test_a_file_written_by_the_host_is_seen_in_the_running_view(user, utmp):
+    """Default attribute timeout (1 s): the view sees the host's change once the cache expires
+    (it reads until it does; a 30 s watchdog stands for "never")."""
+    out = _host_writes_seen_in_a_view(user, utmp, "mincow,except=/tmp,vstat", poll=True)
+    assert out == ["old", "f", "f", "new content, longer", "f", "g",
+                   "NEW CONTENT, LONGER", "f", "g"]
+
+
+def test_with_timeout_0_the_host_change_is_seen_at_the_next_read(user, utmp):
+    """-o timeout=0: nothing is cached beyond a request, so the first read after the host's
+    change already sees it (size change, in-place same-size overwrite, a new name)."""
+    out = _host_writes_seen_in_a_view(user, utmp, "mincow,except=/tmp,vstat,timeout=0",
+                                      poll=False)
+    assert out == ["old", "f", "f", "new content, longer", "f", "g",
+                   "NEW CONTENT, LONGER", "f", "g"]
+
+
+def _holders_of_namespace(ns):
+    """Host processes (any task) that are in the namespace ns ("mnt:[INODE]") or hold an fd
+    to it: what keeps a mount namespace, and the mounts in it, alive."""
+    found = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                if os.readlink(f"/proc/{pid}/task/{tid}/ns/mnt") == ns:
+                    found.add(int(pid))
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == ns:
+                    found.add(int(pid))
+        except OSError:
+            continue  # the process ended meanwhile
+    return found
+
+
 def test_nothing_is_mounted_on_the_host_while_and_after_a_view_runs(user, utmp):
+    """The host's mount table never shows the view; and since a mount in a private namespace
+    is not in the host's table anyway, the namespace itself must be gone with the view: no
+    process on the host is still in it or holds it open."""
     def ours():
         # a view's mount would show its layer as the source, or / or /tmp as the mount point
         # (other suites' mounts come and go meanwhile: only ours count)
         return [line for line in fuse_lines()
                 if str(utmp) in line or line.split(" ")[1] in ("/", "/tmp")]
-    ready, done = utmp / "ready", utmp / "done"
+    ready, done, nsfile = utmp / "ready", utmp / "done", utmp / "ns"
+    # a background job too: it must not keep the namespace once the command exits
     p = popen_view(user, utmp / "layer", "/bin/sh", "-c",
-                   f"touch {ready}; while [ ! -e {done} ]; do sleep 0.05; done")
+                   f"sleep 300 & readlink /proc/self/ns/mnt > {nsfile}; touch {ready}; "
+                   f"while [ ! -e {done} ]; do sleep 0.05; done")
     wait_for(ready)
+    ns = nsfile.read_text().strip()
+    assert ns.startswith("mnt:[") and ns != os.readlink("/proc/self/ns/mnt")
     assert ours() == []
+    assert len(_holders_of_namespace(ns)) >= 2, "the scan does not see the running view"
     done.touch()
     p.communicate(timeout=30)
     assert p.returncode == 0
     assert ours() == []
+    assert _holders_of_namespace(ns) == set(), f"the view's namespace {ns} outlived it"
 
 
 def test_killed_command_ends_the_view_and_its_daemon(user, utmp):
@@ -145,16 +308,17 @@ def test_killed_command_ends_the_view_and_its_daemon(user, utmp):
     assert p.returncode == 128 + signal.SIGKILL
 
 
-def test_sigterm_to_viewfs_reaches_the_command(user, utmp):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_sigterm_and_sighup_to_viewfs_reach_the_command(user, utmp, sig):
+    name = signal.Signals(sig).name[3:]
     pidfile = utmp / "pid"
     p = popen_view(user, utmp / "layer", "/bin/sh", "-c",
-                   f"trap 'echo got-term; exit 9' TERM; echo $$ > {pidfile}; "
+                   f"trap 'echo got-{name}; exit 9' {name}; echo $$ > {pidfile}; "
                    "while :; do sleep 0.05; done")
-    wait_for(pidfile)
-    time.sleep(0.2)
-    p.send_signal(signal.SIGTERM)
+    wait_for(pidfile)  # the trap is set before the file is made
+    p.send_signal(sig)
     out, _ = p.communicate(timeout=30)
-    assert p.returncode == 9 and "got-term" in out
+    assert p.returncode == 9 and f"got-{name}" in out
 
 
 def test_killed_viewfs_takes_the_command_with_it(user, utmp):
@@ -165,9 +329,9 @@ def test_killed_viewfs_takes_the_command_with_it(user, utmp):
     cmd_pid = int(pidfile.read_text())
     p.kill()
     p.communicate(timeout=30)
-    for _ in range(100):
-        if not Path(f"/proc/{cmd_pid}").exists():
-            break
+    # PR_SET_PDEATHSIG kills it at once; 30 s is a watchdog, not a measure
+    end = time.monotonic() + 30
+    while Path(f"/proc/{cmd_pid}").exists() and time.monotonic() < end:
         time.sleep(0.05)
     assert not Path(f"/proc/{cmd_pid}").exists(), "the command outlived its view"
 
@@ -349,7 +513,8 @@ def test_move_cage_shows_only_the_cage(user, utmp):
 def test_without_subordinate_ids_one_id_is_mapped(utmp):
     """A user with no /etc/subuid range (a system account gets none): the view still runs as
     its root, host root still shows as root, every other owner shows as nobody, and a change of
-    ids fails (EINVAL: the id is not mapped)."""
+    ids fails (EINVAL: the id is not mapped). viewfs says so in one line on stderr; with
+    -o user (the user's own single id is all that is asked for) it says nothing."""
     name = "viewos-nosubid"
     if subprocess.run(["id", name], capture_output=True).returncode != 0:
         run(["useradd", "--system", "--no-create-home", "--shell", "/bin/sh", name])
@@ -367,11 +532,16 @@ def test_without_subordinate_ids_one_id_is_mapped(utmp):
         nosub.chown(mine)
         r = sh(nosub, layer, f"id -u; stat -c '%U' /usr/bin/env {mine}; "
                "setpriv --reuid=_apt true 2>&1 || echo refused")
+        own = sh(nosub, layer, "id -u", opts="mincow,except=/tmp,vstat,user")
     finally:
         remove(d)
     lines = r.stdout.splitlines()
     assert lines[:3] == ["0", "root", "nobody"]
     assert lines[-1] == "refused" and "Invalid argument" in lines[-2]
+    assert r.stderr == (f"viewfs: no subordinate ids for {name} in /etc/subuid: only the "
+                        "view's root is mapped: other owners show as nobody, and "
+                        "setuid()/setgroups() to other ids fail\n")
+    assert (own.stdout, own.stderr) == (f"{nosub.uid}\n", "")
 
 
 def test_what_the_command_leaves_running_ends_with_the_view(user, utmp):
@@ -428,5 +598,6 @@ def test_root_gets_a_view_without_a_user_namespace(utmp):
     uid, ns, owner, fstype = r.stdout.split()
     assert (uid, ns, owner, fstype) == ("0", os.readlink("/proc/self/ns/user"), "root",
                                         "fuse.viewfs")
+    assert r.stderr == ""  # no user namespace, no id map: nothing to warn about
     assert not Path("/usr/bin/viewos-root-view").exists()
     assert (layer / "usr/bin/viewos-root-view").read_text() == "x\n"
