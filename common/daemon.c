@@ -6,9 +6,11 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -87,17 +89,112 @@ static bool has_opt(const struct fuse_args *args, const char *prefix)
 	return false;
 }
 
-struct fuse_session *vo_mount(struct vo_cmdline *cl, const char *fsname, const char *mountpoint,
-			      const struct fuse_lowlevel_ops *ops, void *userdata,
-			      const char *extra_opts)
+/* Why a mount failed can come from three places: libfuse's log (an option it cannot parse; the
+ * kernel's errno when it mounts by itself, as root), fusermount3, which libfuse runs for an
+ * ordinary user and which writes its reason straight to our stderr in its own name, and our
+ * own checks. Left alone that makes two or three lines in two styles, and none of them need
+ * name the mount point. So while it mounts, vo_mount keeps libfuse's first error
+ * (vo_log_capture) and gives fusermount3 a memfd as stderr, and then makes one line of what
+ * it got: "cannot mount PATH: why". Anything else written to stderr meanwhile (another
+ * thread's message, libfuse's -d output) is passed on unchanged afterwards.
+ *
+ * fd 2 is the whole process's, hence the lock: a daemon with several mounts (umdev) mounts
+ * from more than one thread. */
+static pthread_mutex_t capture_lock = PTHREAD_MUTEX_INITIALIZER;
+
+struct mount_capture {
+	char fuse_error[512];  /* libfuse's first error, "" when none */
+	char fusermount[512];  /* fusermount3's first line, "" when none */
+	int file;              /* memfd standing in for stderr, -1 when it could not be made */
+	int saved_stderr;
+};
+
+static void capture_begin(struct mount_capture *c)
+{
+	pthread_mutex_lock(&capture_lock);
+	c->fusermount[0] = '\0';
+	vo_log_capture_begin(c->fuse_error, sizeof c->fuse_error);
+	fflush(stderr);
+	c->file = memfd_create("viewos-mount-stderr", MFD_CLOEXEC);
+	c->saved_stderr = c->file >= 0 ? fcntl(2, F_DUPFD_CLOEXEC, 3) : -1;
+	if (c->saved_stderr < 0 || dup2(c->file, 2) < 0) { /* dup2 clears close-on-exec */
+		if (c->saved_stderr >= 0)
+			close(c->saved_stderr);
+		if (c->file >= 0)
+			close(c->file);
+		c->file = c->saved_stderr = -1;
+	}
+}
+
+static bool is_fusermount_line(const char *line)
+{
+	return strncmp(line, "fusermount3: ", 13) == 0 || strncmp(line, "fusermount: ", 12) == 0;
+}
+
+/* Put stderr back; keep fusermount3's first line, pass everything else on. */
+static void capture_end(struct mount_capture *c)
+{
+	vo_log_capture_end();
+	if (c->file >= 0) {
+		fflush(stderr);
+		dup2(c->saved_stderr, 2);
+		close(c->saved_stderr);
+		FILE *f = fdopen(c->file, "r");
+		if (f) {
+			rewind(f);
+			char *line = NULL;
+			size_t cap = 0;
+			ssize_t n;
+			while ((n = getline(&line, &cap, f)) > 0) {
+				if (is_fusermount_line(line) && !c->fusermount[0]) {
+					while (n > 0 && line[n - 1] == '\n')
+						line[--n] = '\0';
+					snprintf(c->fusermount, sizeof c->fusermount, "%s", line);
+				} else {
+					fputs(line, stderr);
+				}
+			}
+			free(line);
+			fclose(f);
+		} else {
+			close(c->file);
+		}
+	}
+	pthread_mutex_unlock(&capture_lock);
+}
+
+/* fusermount3's line names the real cause (a refused mount point, say); libfuse's then says
+ * only that the mount failed. */
+static const char *mount_failure(const struct mount_capture *c)
+{
+	if (c->fusermount[0])
+		return c->fusermount;
+	if (c->fuse_error[0])
+		return c->fuse_error;
+	return "the mount failed";
+}
+
+/* A message that came while the mount succeeded is still worth a line of its own. */
+static void pass_on(const struct mount_capture *c)
+{
+	if (c->fusermount[0])
+		vo_warn("%s", c->fusermount);
+	if (c->fuse_error[0])
+		vo_warn("%s", c->fuse_error);
+}
+
+struct fuse_session *vo_mount_err(struct vo_cmdline *cl, const char *fsname,
+				  const char *mountpoint, const struct fuse_lowlevel_ops *ops,
+				  void *userdata, const char *extra_opts, char *err, size_t errlen)
 {
 	struct stat st;
 	if (stat(mountpoint, &st) < 0) {
-		vo_error("cannot mount on %s: %s", mountpoint, strerror(errno));
+		snprintf(err, errlen, "cannot mount on %s: %s", mountpoint, strerror(errno));
 		return NULL;
 	}
 	if (!S_ISDIR(st.st_mode) && !S_ISREG(st.st_mode)) {
-		vo_error("cannot mount on %s: not a directory or a regular file", mountpoint);
+		snprintf(err, errlen, "cannot mount on %s: not a directory or a regular file",
+			 mountpoint);
 		return NULL;
 	}
 
@@ -129,17 +226,32 @@ struct fuse_session *vo_mount(struct vo_cmdline *cl, const char *fsname, const c
 		fuse_opt_add_arg(&args, extra_opts);
 	}
 
+	struct mount_capture c;
+	capture_begin(&c);
 	struct fuse_session *se = fuse_session_new(&args, ops, sizeof *ops, userdata);
 	fuse_opt_free_args(&args);
-	if (!se) {
-		vo_error("cannot set up the FUSE session for %s", mountpoint);
-		return NULL;
-	}
-	if (fuse_session_mount(se, mountpoint) != 0) {
-		/* libfuse has said why, through our log bridge */
+	if (se && fuse_session_mount(se, mountpoint) != 0) {
 		fuse_session_destroy(se);
+		se = NULL;
+	}
+	capture_end(&c);
+	if (!se) {
+		snprintf(err, errlen, "cannot mount %s: %s", mountpoint, mount_failure(&c));
 		return NULL;
 	}
+	pass_on(&c);
+	return se;
+}
+
+struct fuse_session *vo_mount(struct vo_cmdline *cl, const char *fsname, const char *mountpoint,
+			      const struct fuse_lowlevel_ops *ops, void *userdata,
+			      const char *extra_opts)
+{
+	char err[1200];
+	struct fuse_session *se = vo_mount_err(cl, fsname, mountpoint, ops, userdata, extra_opts,
+					       err, sizeof err);
+	if (!se)
+		vo_error("%s", err);
 	return se;
 }
 

@@ -52,6 +52,11 @@ void vo_detach_ready(void);
 struct fuse_session *vo_mount(struct vo_cmdline *cl, const char *fsname, const char *mountpoint,
 			      const struct fuse_lowlevel_ops *ops, void *userdata,
 			      const char *extra_opts);
+/* vo_mount() that writes its one line ("cannot mount PATH: why", without the program name)
+ * into err instead of logging it, for a caller that adds context. */
+struct fuse_session *vo_mount_err(struct vo_cmdline *cl, const char *fsname,
+				  const char *mountpoint, const struct fuse_lowlevel_ops *ops,
+				  void *userdata, const char *extra_opts, char *err, size_t errlen);
 /* Serve until unmounted or signalled; installs the signal handlers. Returns 0 or -errno. */
 int vo_serve(struct fuse_session *se, const struct vo_cmdline *cl);
 /* Unmount (if still mounted) and destroy the session. */

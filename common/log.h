@@ -6,6 +6,7 @@
 #define VIEWOS_LOG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 void vo_log_init(const char *progname);
 const char *vo_progname(void);
@@ -13,6 +14,12 @@ void vo_log_set_debug(bool on);
 bool vo_log_debug_enabled(void);
 /* Switch from stderr to syslog (called when the daemon detaches). */
 void vo_log_to_syslog(void);
+
+/* Until vo_log_capture_end(), libfuse's error messages from this thread are not logged: the
+ * first one is kept in buf (without libfuse's "fuse: " prefix; "" when there was none), for a
+ * caller that reports the failure itself in one line (vo_mount). Other messages pass. */
+void vo_log_capture_begin(char *buf, size_t len);
+void vo_log_capture_end(void);
 
 void vo_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void vo_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

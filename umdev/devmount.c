@@ -128,11 +128,10 @@ struct devmount *devmount_start(const struct vo_cmdline *cl, const char *path,
 		snprintf(err, errlen, "cannot create %s: %s", path, strerror(errno));
 		goto fail;
 	}
-	m->se = vo_mount((struct vo_cmdline *)cl, fsname, path, &devfile_ops, df, extra_opts);
-	if (!m->se) {
-		snprintf(err, errlen, "cannot mount %s", path);
+	m->se = vo_mount_err((struct vo_cmdline *)cl, fsname, path, &devfile_ops, df, extra_opts,
+			     err, errlen);
+	if (!m->se)
 		goto fail;
-	}
 	int r = pthread_create(&m->thread, NULL, serve, m);
 	if (r != 0) {
 		snprintf(err, errlen, "cannot start a thread for %s: %s", path, strerror(r));

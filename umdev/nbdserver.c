@@ -295,20 +295,61 @@ static char **build_env(char *listen_pid)
 	return env;
 }
 
-/* Connect once, as a client would: nbdkit is running and the plugin loaded. */
-static int check_ready(const struct umdev_nbd_addr *a, char *err, size_t errlen)
+/* Connect once, as a client would: nbdkit is running and the plugin loaded. A refused start
+ * of nbdkit (the plugin cannot open the image, say) usually shows as a reset connection; but
+ * an nbdkit that fails may also hang in its exit handlers (seen with the ASan runtime
+ * preloaded) and leave our connection queued on the socket forever. So the wait also watches
+ * nbdkit itself, and gives up after READY_TIMEOUT_MS. */
+enum { READY_TIMEOUT_MS = 30 * 1000, READY_POLL_MS = 100 };
+
+static bool child_exited(struct umdev_nbd *n, char *err, size_t errlen)
+{
+	int status;
+	if (waitpid(n->pid, &status, WNOHANG) != n->pid)
+		return false;
+	n->exited = true;
+	if (WIFEXITED(status))
+		snprintf(err, errlen, "nbdkit exited with status %d before the NBD export was "
+			 "ready", WEXITSTATUS(status));
+	else
+		snprintf(err, errlen, "nbdkit was killed by signal %d before the NBD export was "
+			 "ready", WTERMSIG(status));
+	return true;
+}
+
+static int check_ready(struct umdev_nbd *n, const struct umdev_nbd_addr *a, char *err,
+		       size_t errlen)
 {
 	struct nbd_handle *h = nbd_create();
 	if (!h) {
 		snprintf(err, errlen, "libnbd: %s", nbd_get_error());
 		return -1;
 	}
-	int r = a->is_unix ? nbd_connect_unix(h, a->path)
-			   : nbd_connect_tcp(h, a->host ? a->host : "localhost", a->port);
-	if (r < 0)
-		snprintf(err, errlen, "the NBD export does not answer: %s", nbd_get_error());
-	else
+	int r = a->is_unix ? nbd_aio_connect_unix(h, a->path)
+			   : nbd_aio_connect_tcp(h, a->host ? a->host : "localhost", a->port);
+	for (int waited = 0; r == 0 && nbd_aio_is_connecting(h); waited += READY_POLL_MS) {
+		if (child_exited(n, err, errlen)) {
+			nbd_close(h);
+			return -1;
+		}
+		if (waited >= READY_TIMEOUT_MS) {
+			snprintf(err, errlen, "the NBD export does not answer within %d s",
+				 READY_TIMEOUT_MS / 1000);
+			nbd_close(h);
+			return -1;
+		}
+		if (nbd_poll(h, READY_POLL_MS) < 0)
+			r = -1;
+	}
+	if (r == 0 && !nbd_aio_is_ready(h))
+		r = -1;
+	if (r < 0) {
+		const char *why = nbd_get_error();
+		snprintf(err, errlen, "the NBD export does not answer: %s",
+			 why ? why : "the connection was closed");
+	} else {
 		nbd_shutdown(h, 0);
+	}
 	nbd_close(h);
 	return r < 0 ? -1 : 0;
 }
@@ -387,6 +428,11 @@ struct umdev_nbd *umdev_nbd_start(const struct umdev_nbd_addr *a,
 	argv[k++] = "lock=0"; /* the daemon holds the image's lock */
 	argv[k++] = p->partscan ? "partscan=1" : "partscan=0";
 	argv[k++] = name;
+	/* nbdkit's --readonly only refuses writes from clients: the plugin must also open the
+	 * image read-only, since reopening /proc/self/fd/4 read-write needs write permission on
+	 * the image, which is what a user asking for ro often lacks. */
+	if (p->readonly)
+		argv[k++] = "readonly=1";
 	argv[k++] = shm_arg;
 	argv[k++] = notify_arg;
 	argv[k] = NULL;
@@ -423,7 +469,7 @@ struct umdev_nbd *umdev_nbd_start(const struct umdev_nbd_addr *a,
 	shared_fd = -1;
 	n->notify_fd = notify[0];
 	notify[0] = -1;
-	if (check_ready(a, err, errlen) < 0)
+	if (check_ready(n, a, err, errlen) < 0)
 		goto fail;
 	if (pthread_create(&n->watcher, NULL, watch, n) != 0) {
 		snprintf(err, errlen, "cannot start a thread");

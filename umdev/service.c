@@ -371,6 +371,13 @@ static int check_config(struct umdev_service *s)
 		vo_error("%s", err);
 		return VO_EXIT_USAGE;
 	}
+	/* size=0 is the null device's default (EOF at once); any other size is whole sectors,
+	 * as for every other device here */
+	if (s->kind == UMDEV_KIND_NULL && s->cfg->size % UMDEV_SECTOR) {
+		vo_error("size=%llu bytes is not a whole number of 512-byte sectors",
+			 (unsigned long long)s->cfg->size);
+		return VO_EXIT_USAGE;
+	}
 	if (s->cfg->mode > 07777) {
 		vo_error("invalid value '%o' for option 'mode' (expected permission bits, at most "
 			 "7777)", s->cfg->mode);

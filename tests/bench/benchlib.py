@@ -16,7 +16,8 @@ Workloads (each gets a fresh, empty target from Target.setup()):
 A component may add workloads of its own (a function target_dir -> None, timed as a whole).
 
 Usage: /usr/bin/python3 tests/bench/bench_X.py [--repeat N] [--only w1,w2] [--size-mib N]
-                                              [--files N] [--markdown FILE]
+                                              [--files N] [--markdown FILE] [--targets t1,t2]
+--targets picks some of the runner's targets; the reference must be among them.
 """
 import argparse
 import os
@@ -188,6 +189,19 @@ def report(targets, workloads, results, reference, title):
     return "\n".join(lines) + "\n"
 
 
+def pick_targets(targets, wanted, reference):
+    """The targets named in --targets, in the runner's order. Every ratio is to the reference,
+    so it must be among them; an unknown name is a typo worth stopping for."""
+    known = [t.name for t in targets]
+    unknown = [w for w in wanted if w not in known]
+    if unknown:
+        sys.exit(f"bench: unknown target {', '.join(unknown)}; known: {', '.join(known)}")
+    if reference not in wanted:
+        sys.exit(f"bench: --targets must include the reference target '{reference}' "
+                 "(every ratio is to it)")
+    return [t for t in targets if t.name in wanted]
+
+
 def main(targets, title, reference=None, extra_workloads=None, default_workloads=None, argv=None):
     ap = argparse.ArgumentParser(description=title)
     ap.add_argument("--repeat", type=int, default=3)
@@ -205,10 +219,9 @@ def main(targets, title, reference=None, extra_workloads=None, default_workloads
     for w in workloads:
         if w not in WORKLOADS:
             sys.exit(f"bench: unknown workload {w}; known: {', '.join(WORKLOADS)}")
-    if args.targets:
-        wanted = args.targets.split(",")
-        targets = [t for t in targets if t.name in wanted]
     reference = reference or targets[0].name
+    if args.targets:
+        targets = pick_targets(targets, args.targets.split(","), reference)
     ctx = {"tarball": tree_tarball(args.files), "size_mib": args.size_mib}
     results = {t.name: {w: [] for w in workloads} for t in targets}
     workdir = Path(args.workdir)

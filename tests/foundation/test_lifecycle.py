@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import mounted_at, run, viewos_bin
+from conftest import BUILD, fuse_mounts, make_fat, mounted_at, run, sanitizer_env, viewos_bin
 
 TESTFS = "vo-testfs"
 
@@ -88,6 +88,82 @@ def test_missing_mountpoint_gives_one_line(rtmp):
     assert r.returncode == 32
     assert r.stderr.splitlines() == [
         f"vo-testfs: cannot mount on {rtmp}/nowhere: No such file or directory"]
+
+
+def mount_step_source(name, path, owner=None):
+    """A source each daemon opens: mount-step failures come after it is open."""
+    if name == TESTFS:
+        path.write_bytes(b"\0" * 4096)
+        if owner is not None:
+            owner.chown(path)
+    else:
+        make_fat(path, fat=12, size="1440K", owner=owner)
+    return path
+
+
+def built(name):
+    """Whether name is built (a build with -Dcomponents= may leave the fsmods out; CI builds
+    everything, and a skip fails CI: see tests/conftest.py)."""
+    return any(p.is_file() for p in BUILD.rglob(name))
+
+
+def fails_at_the_mount_step(name, args, mnt, user=None):
+    """Run a daemon whose mount itself fails: one line `NAME: cannot mount MNT: why`, exit
+    32, nothing mounted. Returns why."""
+    before = fuse_mounts()
+    r = run([viewos_bin(name), *args], check=False, user=user)
+    assert (r.returncode, r.stdout) == (32, ""), r
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1, r.stderr
+    prefix = f"{name}: cannot mount {mnt}: "
+    assert lines[0].startswith(prefix), lines[0]
+    assert not mounted_at(mnt)
+    assert not {m for m in fuse_mounts() - before if m.startswith(str(mnt))}
+    return lines[0][len(prefix):]
+
+
+# vo-testfs ends through vo_daemon_main (as umfuse-ext2 and umfuse-iso9660 do); umfuse-fat
+# calls vo_mount itself. Both report mount failures the same way, in common/daemon.c.
+MOUNT_STEP_DAEMONS = [TESTFS, "umfuse-fat"]
+
+
+@pytest.mark.parametrize("name", MOUNT_STEP_DAEMONS)
+def test_mount_point_fusermount3_refuses_gives_one_line(utmp, user, name):
+    """A directory of root's: our checks pass (it exists and is a directory), then fusermount3
+    refuses the user. Its reason, which names the path, is the one line."""
+    if not built(name):
+        pytest.skip(f"{name} is not built in {BUILD}")
+    src = mount_step_source(name, utmp / "img", owner=user)
+    mnt = utmp / "roots"
+    mnt.mkdir()
+    why = fails_at_the_mount_step(name, [src, mnt], mnt, user=user)
+    assert why == f"fusermount3: user has no write access to mountpoint {mnt}"
+
+
+@pytest.mark.parametrize("name", MOUNT_STEP_DAEMONS)
+@pytest.mark.parametrize("as_user", [False, True], ids=["root", "user"])
+def test_option_the_kernel_rejects_gives_one_line(utmp, user, name, as_user):
+    """blksize= belongs to fuseblk mounts: the kernel refuses it, through fusermount3 for a
+    user and directly for root. (libfuse passes it on unchecked.)"""
+    if not built(name):
+        pytest.skip(f"{name} is not built in {BUILD}")
+    who = user if as_user else None
+    src = mount_step_source(name, utmp / "img", owner=user)
+    mnt = utmp / "mnt"
+    run(["mkdir", mnt], user=user)
+    why = fails_at_the_mount_step(name, ["-o", "blksize=4096", src, mnt], mnt, user=who)
+    assert why.endswith("mount failed: Invalid argument"), why
+
+
+@pytest.mark.parametrize("name", MOUNT_STEP_DAEMONS)
+def test_option_libfuse_cannot_parse_gives_one_line(rtmp, name):
+    if not built(name):
+        pytest.skip(f"{name} is not built in {BUILD}")
+    src = mount_step_source(name, rtmp / "img")
+    mnt = rtmp / "mnt"
+    mnt.mkdir()
+    why = fails_at_the_mount_step(name, ["-o", "max_read=abc", src, mnt], mnt)
+    assert why == "invalid parameter in option `max_read=abc'"
 
 
 def test_missing_arguments_give_usage(rtmp):
@@ -194,29 +270,79 @@ def test_debug_flag_stays_in_foreground_and_traces_requests(rtmp):
 
 @pytest.fixture
 def syslog_socket(rtmp):
-    """A datagram socket at /dev/log standing in for the syslog daemon (none runs in CI).
-    Only when nothing owns /dev/log already; we never take over a real logger."""
+    """A datagram socket standing in for the syslog daemon, seen as /dev/log only by the
+    processes of a private mount namespace (see in_syslog_namespace): a running journald or
+    rsyslog is never replaced, and other programs' messages never reach the test.
+
+    The bind mount needs something to cover. /dev/log, or the socket it links to, when it
+    exists; otherwise an empty placeholder, made for the test and removed after it (a
+    program that logs meanwhile finds no logger there, as it would without it)."""
     import socket
-    if os.path.exists("/dev/log"):
-        pytest.skip("/dev/log belongs to a running syslog daemon; not replacing it")
+    path = rtmp / "log.sock"
     s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    s.bind("/dev/log")
+    s.bind(str(path))
     s.settimeout(10)
+    target = os.path.realpath("/dev/log")
+    placeholder = None
+    if not os.path.exists(target):
+        if not os.path.isdir(os.path.dirname(target)):
+            pytest.fail(f"/dev/log points into {os.path.dirname(target)}, which does not exist")
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.close(fd)
+        placeholder = os.stat(target)
     try:
-        yield s
+        yield s, path, target
     finally:
         s.close()
-        os.unlink("/dev/log")
+        # only our own placeholder goes: a logger that started meanwhile replaced it
+        if placeholder is not None:
+            try:
+                st = os.stat(target)
+                if (st.st_dev, st.st_ino) == (placeholder.st_dev, placeholder.st_ino):
+                    os.unlink(target)
+            except FileNotFoundError:
+                pass
+
+
+def in_syslog_namespace(sock, target, script, *args):
+    """Run a shell script (with args as $1...) in a private mount namespace whose /dev/log is
+    our socket. The script's mounts are invisible outside, so the harness cannot clean them
+    up: it must unmount them itself (a trap)."""
+    return subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-ec",
+                           'mount --bind "$1" "$2"; shift 2\n' + script, "sh", str(sock),
+                           target, *[str(a) for a in args]],
+                          capture_output=True, text=True, timeout=60, env=sanitizer_env())
+
+
+def syslog_line(s, words):
+    """The first datagram that contains words (None after the socket's timeout)."""
+    import socket
+    try:
+        while True:
+            msg = s.recv(4096).decode(errors="replace")
+            if words in msg:
+                return msg
+    except socket.timeout:
+        return None
 
 
 def test_detached_daemon_logs_to_syslog(rtmp, syslog_socket):
+    s, sock, target = syslog_socket
     img, mnt = rtmp / "img", rtmp / "mnt"
     img.write_bytes(b"\0" * 4096)
     mnt.mkdir()
-    r = run([viewos_bin(TESTFS), img, mnt])
-    assert r.stderr == ""
-    os.stat(mnt / "data")  # the kernel's INIT reaches the daemon
-    run(["fusermount3", "-u", mnt])
-    msg = syslog_socket.recv(4096).decode()
+    # the daemon detaches (its stderr becomes /dev/null), the kernel's INIT reaches it (stat),
+    # and fusermount3 -u ends it: its last words can only go to syslog
+    r = in_syslog_namespace(sock, target, """
+        daemon=$1 img=$2 mnt=$3
+        trap 'fusermount3 -u "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null || :' EXIT
+        "$daemon" "$img" "$mnt"
+        stat "$mnt/data" >/dev/null
+        fusermount3 -u "$mnt"
+        trap - EXIT
+        """, viewos_bin(TESTFS), img, mnt)
+    assert (r.returncode, r.stdout, r.stderr) == (0, "", ""), r
+    msg = syslog_line(s, f"flushed {img}:")
+    assert msg is not None, "no syslog line about the flush arrived within 10 s"
     # <30> = daemon facility (3) * 8 + info (6); the pid is in brackets
-    assert msg.startswith("<30>") and "vo-testfs[" in msg and f"flushed {img}: ok" in msg
+    assert msg.startswith("<30>") and "vo-testfs[" in msg and f"flushed {img}: ok" in msg, msg

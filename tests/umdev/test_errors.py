@@ -73,6 +73,16 @@ def test_bad_ramdisk_options(rtmp, opt, words):
     assert not (rtmp / "ram").exists()
 
 
+@pytest.mark.parametrize("opt, words", [
+    ("size=garbage", ["invalid value 'garbage'", "size"]),
+    ("size=", ["needs a value"]),
+    ("size=1000B", ["512-byte sectors"]),
+])
+def test_bad_null_device_options(rtmp, opt, words):
+    fails(["-o", opt, rtmp / "null"], 1, *words, name="umdev-null")
+    assert not (rtmp / "null").exists()
+
+
 def test_path_in_a_directory_without_write_permission(utmp, user):
     img = make_image(utmp / "disk.img", 32 * MIB, user=user)
     locked = utmp / "locked"
@@ -130,3 +140,30 @@ def test_missing_arguments_and_help(rtmp):
         assert "-o uid=UID" in r.stdout and "-o mode=MODE" in r.stdout
         r = run([viewos_bin(name), "--version"])
         assert r.stdout.startswith(f"{name} (viewos) ")
+
+
+@pytest.mark.parametrize("foreground", [[], ["-f"]])
+def test_path_that_fusermount3_refuses(utmp, user, foreground):
+    """An existing file owned by root, in a directory of the user's: it passes our own checks
+    (a regular file, not a mount point), then fusermount3 refuses to open it. Its reason
+    becomes our one line; the file is left as it was."""
+    img = make_image(utmp / "disk.img", 32 * MIB, user=user)
+    path = utmp / "hda"
+    path.write_bytes(b"")
+    os.chmod(path, 0o644)
+    fails([*foreground, img, path], 32,
+          f"umdev-mbr: cannot mount {path}: fusermount3: failed to open {path}: "
+          "Permission denied", user=user)
+    st = path.stat()
+    assert (st.st_uid, st.st_size) == (0, 0)
+
+
+@pytest.mark.parametrize("user_or_root", ["user", "root"])
+def test_option_the_kernel_rejects(utmp, user, user_or_root):
+    """blksize= is for fuseblk mounts only: the kernel refuses it on ours (through fusermount3
+    for a user, directly for root). One line, and the file we created for the mount is gone."""
+    who = user if user_or_root == "user" else None
+    img = make_image(utmp / "disk.img", 32 * MIB, user=user)
+    line = fails(["-o", "blksize=4096", img, utmp / "hda"], 32,
+                 f"umdev-mbr: cannot mount {utmp}/hda: ", "Invalid argument", user=who)
+    assert not (utmp / "hda").exists(), line

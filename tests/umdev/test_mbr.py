@@ -249,6 +249,64 @@ def test_owner_group_and_mode_of_the_device_files(rtmp, mounts):
     assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (0, 0, 0o600)
 
 
+STRANGER = 4242  # a uid and gid no file here belongs to (no account needed for setpriv)
+
+
+def as_ids(uid, gid, cmd):
+    return run(["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--", *cmd],
+               check=False)
+
+
+def allowed(r):
+    """True when the command worked, False when it was refused with EACCES; fail otherwise."""
+    if r.returncode == 0:
+        return True
+    if "Permission denied" not in r.stderr:
+        pytest.fail(f"failed for another reason: {r.stderr}")
+    return False
+
+
+def can_read(path, uid, gid):
+    return allowed(as_ids(uid, gid, ["dd", f"if={path}", "of=/dev/null", "bs=4096", "count=1",
+                                     "status=none"]))
+
+
+def can_write(path, uid, gid):
+    return allowed(as_ids(uid, gid, ["dd", "if=/dev/zero", f"of={path}", "bs=512", "count=1",
+                                     "conv=notrunc", "status=none"]))
+
+
+def test_owner_group_and_mode_decide_who_may_open_the_device_files(utmp, user, mounts):
+    """uid=, gid= and mode= are enforced by the kernel (default_permissions), as for a device
+    node: the owner may use the files, the group and others only as the mode says, and a
+    chmod by the owner changes that. (allow_other lets other accounts reach root's mount.)"""
+    img = make_image(utmp / "disk.img", 32 * MIB)
+    run(["sfdisk", "--quiet", img], input="size=4MiB\n")
+    disk = utmp / "hda"
+    start(mounts, MBR, "-o", f"allow_other,uid={user.uid},gid={user.gid},mode=0640", img,
+          path=disk, parts=[1])
+    p1 = part_path(disk, 1)
+    owner, group, other = (user.uid, user.gid), (STRANGER, user.gid), (STRANGER, STRANGER)
+    assert can_read(p1, *owner) and can_write(p1, *owner)
+    assert can_read(p1, *group) and not can_write(p1, *group)
+    assert not can_read(p1, *other) and not can_write(p1, *other)
+    run(["chmod", "0606", p1], user=user)
+    assert can_read(p1, *other) and can_write(p1, *other)
+    assert not can_read(p1, *group) and not can_write(p1, *group)  # the group bits rule it
+    # what the stranger may write lands on the partition; the disk file kept its mode
+    r = as_ids(*other, ["sh", "-c", f'printf stranger | dd of="{p1}" conv=notrunc status=none'])
+    assert r.returncode == 0, r.stderr
+    assert read_at(img, MIB, 8) == b"stranger"
+    assert not can_write(disk, *other)
+
+
+def test_mode_0666_lets_every_account_use_the_device_files(utmp, mounts):
+    img = make_image(utmp / "disk.img", 32 * MIB)
+    disk = utmp / "hda"
+    start(mounts, MBR, "-o", "allow_other,mode=0666", img, path=disk)
+    assert can_read(disk, STRANGER, STRANGER) and can_write(disk, STRANGER, STRANGER)
+
+
 def test_path_ending_in_a_digit_names_partitions_with_p(rtmp, mounts):
     img, disk = make_image(rtmp / "disk.img", 32 * MIB), rtmp / "nvme0n1"
     start(mounts, MBR, img, path=disk)
@@ -346,6 +404,29 @@ def test_fsync_reaches_the_backing_device(rtmp, mounts):
     assert read_at(ram, MIB, 6) == b"synced"
 
 
+def test_close_and_blkflsbuf_reach_the_backing_device(rtmp, mounts):
+    """The same nesting: a close() after writes, with no fsync, and BLKFLSBUF each make the
+    upper daemon sync the lower device file (its -d trace shows an FSYNC) before they return."""
+    ram = rtmp / "ram"
+    lower = mounts.start("umdev-ramdisk", "-d", "-o", "size=16M", ram, mountpoint=ram)
+    disk = rtmp / "hda"
+    start(mounts, MBR, ram, path=disk)
+    sfdisk(disk, "size=4MiB\n")
+
+    def fsyncs():
+        return lower.stderr().count("opcode: FSYNC")
+
+    before = fsyncs()
+    fd = os.open(part_path(disk, 1), os.O_RDWR)
+    os.pwrite(fd, b"closed", 0)
+    os.close(fd)
+    assert fsyncs() > before, "close() after a write did not sync the backing device"
+    assert read_at(ram, MIB, 6) == b"closed"
+    before = fsyncs()
+    assert ioctl_none(part_path(disk, 1), BLKFLSBUF) == 0
+    assert fsyncs() > before, "BLKFLSBUF did not sync the backing device"
+
+
 def test_mount_t_fuse(rtmp):
     img, disk = make_image(rtmp / "disk.img", 32 * MIB), rtmp / "hda"
     run(["sfdisk", "--quiet", img], input="size=4MiB\n")
@@ -421,3 +502,30 @@ def test_direct_option_needs_a_file(rtmp, mounts):
     assert r.stderr.splitlines() == [
         f"umdev-mbr: nbd+unix:///?socket={rtmp}/s: cannot use direct I/O (-o direct): "
         "not an image file or a device"]
+
+
+def test_device_files_bypass_the_page_cache(rtmp, mounts):
+    """The device files are direct I/O: a read on a file kept open sees what was written since
+    through another view of the disk (the disk file and a partition file here; an NBD client is
+    the same case), both ways. The files stay open throughout: the page cache of a FUSE file is
+    dropped at each open anyway, so only a file kept open can show a stale cache (and fincore,
+    which opens the file, would always find it empty)."""
+    img, disk = make_image(rtmp / "disk.img", 64 * MIB), rtmp / "hda"
+    run(["sfdisk", "--quiet", img], input="size=32MiB\n")
+    start(mounts, MBR, img, path=disk, parts=[1])
+    pfd = os.open(part_path(disk, 1), os.O_RDWR)
+    dfd = os.open(disk, os.O_RDWR)
+    try:
+        for off in range(0, 4 * MIB, MIB):  # into the cache, if there were one
+            assert os.pread(pfd, MIB, off) == bytes(MIB)
+            assert os.pread(dfd, MIB, MIB + off) == bytes(MIB)
+        one, two = b"one!" * 1024, b"two!" * 1024
+        assert os.pwrite(dfd, one, MIB + 8192) == len(one)
+        assert os.pread(pfd, len(one), 8192) == one
+        assert os.pwrite(pfd, two, 3 * MIB) == len(two)
+        assert os.pread(dfd, len(two), 4 * MIB) == two
+    finally:
+        os.close(pfd)
+        os.close(dfd)
+    assert read_at(img, MIB + 8192, len(one)) == one
+    assert read_at(img, 4 * MIB, len(two)) == two

@@ -172,6 +172,34 @@ def test_the_block_layer_opens_a_partition_export(rtmp, mounts):
     assert part_path(inner, 1).read_bytes() == read_at(img, outer_start + inner_start, inner_size)
 
 
+def test_the_file_system_drivers_mount_partition_exports(rtmp, mounts):
+    """The project's own drivers as NBD clients of a umdev export: umfuse-ext2 on partition 1
+    by number, umfuse-fat on partition 2 by the partition file's name. What they write is on
+    the partitions, read back with other tools, and the checkers find both clean."""
+    img, disk, sock = make_image(rtmp / "disk.img", 64 * MIB), rtmp / "hda", rtmp / "nbd.sock"
+    run(["sfdisk", "--quiet", img], input="size=24MiB, type=83\nsize=24MiB, type=c\n")
+    start(mounts, MBR, "-o", f"nbd=unix:{sock}", img, path=disk, parts=[1, 2])
+    run(["mkfs.ext2", "-q", part_path(disk, 1)])
+    run(["mkfs.vfat", part_path(disk, 2)])
+    rnd = random.Random(3)
+    files = {f"file{i}.bin": rnd.randbytes(rnd.randrange(1, 300_000)) for i in range(6)}
+    for name, export in (("umfuse-ext2", "1"), ("umfuse-fat", "hda2")):
+        mnt = rtmp / f"mnt-{name}"
+        mnt.mkdir()
+        m = mounts.start(name, uri(sock, export), mnt, mountpoint=mnt)
+        (mnt / "dir").mkdir()
+        for f, data in files.items():
+            (mnt / "dir" / f).write_bytes(data)
+        m.unmount()
+    run(["e2fsck", "-fn", part_path(disk, 1)])
+    run(["fsck.fat", "-n", part_path(disk, 2)])
+    for f, data in files.items():
+        got = run(["debugfs", "-R", f"cat /dir/{f}", part_path(disk, 1)], binary=True).stdout
+        assert got == data, f
+        got = run(["mtype", "-i", part_path(disk, 2), f"::/dir/{f}"], binary=True).stdout
+        assert got == data, f
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -189,6 +217,24 @@ def test_nbd_over_tcp(rtmp, mounts):
     assert int(out) == 8 * MIB
 
 
+def test_nbd_over_tcp_on_ipv6(rtmp, mounts):
+    """tcp:[HOST]:PORT takes an IPv6 address in brackets."""
+    s = socket.socket(socket.AF_INET6)
+    try:
+        s.bind(("::1", 0))
+    except OSError as e:
+        pytest.skip(f"network: no IPv6 loopback on this machine ({e})")
+    port = s.getsockname()[1]
+    s.close()
+    ram = rtmp / "ram"
+    start(mounts, RAM, "-o", f"size=8M,nbd=tcp:[::1]:{port}", path=ram)
+    assert int(run(["nbdinfo", "--size", f"nbd://[::1]:{port}"]).stdout) == 8 * MIB
+    nbdsh_uri = f"nbd://[::1]:{port}"
+    env = dict(os.environ, PATH="/usr/bin:/bin:" + os.environ.get("PATH", ""))
+    run(["nbdsh", "-u", nbdsh_uri, "-c", "h.pwrite(b'over v6', 4096)"], env=env)
+    assert read_at(ram, 4096, 7) == b"over v6"
+
+
 def test_read_only_export(rtmp, mounts):
     img, disk, sock = make_image(rtmp / "disk.img", 32 * MIB), rtmp / "hda", rtmp / "nbd.sock"
     start(mounts, MBR, "-o", f"ro,nbd=unix:{sock}", img, path=disk)
@@ -197,6 +243,30 @@ def test_read_only_export(rtmp, mounts):
     r = nbdsh(sock, "", "h.pwrite(b'x' * 512, 0)", check=False)
     assert r.returncode != 0
     assert read_at(img, 0, 512) == b"\0" * 512
+
+
+def test_read_only_export_of_an_image_the_user_cannot_write(utmp, user, mounts):
+    """-o ro is what a user asks for on an image they may only read: nbdkit and the plugin
+    must both open it read-only (reopening /proc/self/fd/N read-write needs write
+    permission, which the user lacks here)."""
+    img, disk, sock = make_image(utmp / "disk.img", 32 * MIB, user=user), utmp / "hda", utmp / "s"
+    run(["sfdisk", "--quiet", img], input="size=8MiB\n", user=user)
+    pattern = bytes(range(256)) * 16
+    with open(img, "r+b") as f:
+        f.seek(MIB + 4096)
+        f.write(pattern)
+    os.chmod(img, 0o444)
+    start(mounts, MBR, "-o", f"ro,nbd=unix:{sock}", img, path=disk, parts=[1], user=user)
+    info = json.loads(run(["nbdinfo", "--json", uri(sock, "1")], user=user).stdout)
+    assert info["exports"][0]["is_read_only"] is True
+    got = nbdsh(sock, "1", "import sys; sys.stdout.write(h.pread(4096, 4096).hex())").stdout
+    assert bytes.fromhex(got) == pattern
+    dd = run(["dd", f"if={part_path(disk, 1)}", "bs=4096", "skip=1", "count=1", "status=none"],
+             user=user, binary=True)
+    assert dd.stdout == pattern
+    r = nbdsh(sock, "1", "h.pwrite(b'x' * 512, 0)", check=False)
+    assert r.returncode != 0
+    assert read_at(img, MIB, 512) == b"\0" * 512
 
 
 def test_the_plugin_on_its_own(rtmp, nbdkit):

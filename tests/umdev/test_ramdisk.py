@@ -1,8 +1,11 @@
 """umdev-ramdisk and umdev-null: sizes as View-OS counted them, sparseness (memory is spent only
 on written blocks and given back by discard), zeros where nothing was written, partitions on
 a RAM disk, and a null device that swallows everything."""
+import errno
 import os
 import re
+
+import pytest
 
 from conftest import mounted_at, run
 from umdevlib import (BLKGETSIZE64, MIB, ioctl_u64, part_path, partition_files, sfdisk, start,
@@ -26,12 +29,23 @@ def test_default_size_is_32_mib(rtmp, mounts):
 
 def test_sizes_with_suffixes_and_bare_sectors(rtmp, mounts):
     for opt, size in (("size=10M", 10 * MIB), ("size=20480", 10 * MIB), ("size=3k", 3072),
-                      ("size=1G", 1 << 30), ("size=1536K", 1536 * 1024)):
+                      ("size=1G", 1 << 30), ("size=1536K", 1536 * 1024), ("size=2T", 2 << 40)):
         ram = rtmp / f"ram-{size}"
         m = start(mounts, RAM, "-o", opt, path=ram)
         assert ram.stat().st_size == size, opt
         assert ioctl_u64(ram, BLKGETSIZE64) == size, opt
         m.unmount()
+
+
+def test_read_only_ram_disk_reads_zeros_and_refuses_writes(rtmp, mounts):
+    ram = rtmp / "ram"
+    start(mounts, RAM, "-o", "ro,size=1M", path=ram)
+    assert ram.read_bytes() == bytes(MIB)
+    with pytest.raises(OSError) as e:
+        with open(ram, "r+b") as f:
+            f.write(b"x")
+    assert e.value.errno == errno.EROFS
+    assert "ro" in mounted_at(ram).split()[5].split(",")
 
 
 def test_unwritten_blocks_read_as_zeros_and_cost_no_memory(rtmp, mounts):

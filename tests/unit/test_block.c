@@ -10,15 +10,16 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdlib.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/file.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
-extern char **environ;
 static char tmpdir[] = "/tmp/viewos-unit-XXXXXX";
 static char err[512];
 
@@ -263,7 +264,9 @@ static void test_slice_edges(void)
 
 /* --- NBD, against a real nbdkit --- */
 
-static pid_t start_nbdkit(char *const extra[], const char *pidfile)
+/* nbdkit with extra arguments; listen_fd >= 0 is handed over by socket activation (a TCP
+ * socket we bound to a free port, so that concurrent runs never fight over a fixed one). */
+static pid_t start_nbdkit_on(int listen_fd, char *const extra[], const char *pidfile)
 {
 	char *argv[32];
 	int n = 0;
@@ -275,19 +278,58 @@ static pid_t start_nbdkit(char *const extra[], const char *pidfile)
 	for (int i = 0; extra[i]; i++)
 		argv[n++] = extra[i];
 	argv[n] = NULL;
-	pid_t pid;
-	if (posix_spawnp(&pid, "nbdkit", NULL, NULL, argv, environ) != 0)
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid < 0)
 		return -1;
+	if (pid == 0) {
+		/* (the test has no other thread when it starts a server: setenv is safe here) */
+		if (listen_fd >= 0) {
+			char num[32];
+			snprintf(num, sizeof num, "%d", (int)getpid());
+			if (listen_fd == 3) /* dup2 would keep its close-on-exec */
+				fcntl(3, F_SETFD, 0);
+			else
+				dup2(listen_fd, 3);
+			setenv("LISTEN_PID", num, 1);
+			setenv("LISTEN_FDS", "1", 1);
+		}
+		execvp("nbdkit", argv);
+		_exit(127);
+	}
 	/* nbdkit writes its pid file once it accepts connections */
-	for (int i = 0; i < 1000; i++) {
+	for (int i = 0; i < 3000; i++) {
 		if (access(pidfile, F_OK) == 0)
 			return pid;
+		if (waitpid(pid, NULL, WNOHANG) == pid)
+			return -1;
 		struct timespec ts = { 0, 10 * 1000 * 1000 };
 		nanosleep(&ts, NULL);
 	}
 	kill(pid, SIGKILL);
 	waitpid(pid, NULL, 0);
 	return -1;
+}
+
+static pid_t start_nbdkit(char *const extra[], const char *pidfile)
+{
+	return start_nbdkit_on(-1, extra, pidfile);
+}
+
+/* A listening TCP socket on 127.0.0.1 at a port the kernel picked; its number in *port. */
+static int listen_tcp(int *port)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof a;
+	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) < 0 || listen(fd, 16) < 0 ||
+	    getsockname(fd, (struct sockaddr *)&a, &len) < 0) {
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	*port = ntohs(a.sin_port);
+	return fd;
 }
 
 static void stop_nbdkit(pid_t pid)
@@ -332,28 +374,45 @@ static void parallel_writers(struct vo_block *b)
 	}
 }
 
-static void test_nbd_unix_socket(void)
+/* The server takes requests of at most 64 KiB and refuses larger ones (blocksize-policy with
+ * the error policy), and serves only the export named "disk2" (exportname-strict): so every
+ * large read and write must be split at the limit the server advertises, and the export
+ * name of the URI must reach the server. */
+static void test_nbd_unix_socket_named_export_split_requests(void)
 {
 	char *sock = tmp_path("nbd.sock"), *pidfile = tmp_path("nbdkit.pid");
-	char *extra[] = { "-U", sock, "memory", "size=4M", NULL };
+	char *extra[] = { "-U", sock, "--filter=blocksize-policy", "--filter=exportname", "memory",
+			  "size=4M", "blocksize-maximum=65536", "blocksize-error-policy=error",
+			  "exportname=disk2", "exportname-strict=true", NULL };
 	pid_t pid = start_nbdkit(extra, pidfile);
 	CHECK(pid > 0);
 	if (pid <= 0)
 		return;
 	char uri[512];
+	/* another name, or none, is not this export */
+	snprintf(uri, sizeof uri, "nbd+unix:///other?socket=%s", sock);
+	CHECK(vo_block_open(uri, 0, err, sizeof err) == NULL);
+	CHECK(strstr(err, "cannot connect") != NULL);
 	snprintf(uri, sizeof uri, "nbd+unix:///?socket=%s", sock);
+	CHECK(vo_block_open(uri, 0, err, sizeof err) == NULL);
+	snprintf(uri, sizeof uri, "nbd+unix:///disk2?socket=%s", sock);
 	struct vo_block *b = vo_block_open(uri, 0, err, sizeof err);
 	CHECK(b != NULL);
 	if (b) {
 		exercise(b, 4 << 20);
 		parallel_writers(b);
-		/* a large request is split at the server's limit and still lands whole */
+		/* 3 MiB each way: 48 requests of 64 KiB, or EINVAL from the server */
 		size_t big = 3 << 20;
 		char *buf = malloc(big), *back = malloc(big);
-		memset(buf, 'L', big);
+		for (size_t i = 0; i < big; i++)
+			buf[i] = (char)(i * 7 + i / 65536);
 		CHECK_EQ(vo_block_pwrite(b, buf, big, 4096), (long long)big);
 		CHECK_EQ(vo_block_pread(b, back, big, 4096), (long long)big);
 		CHECK(memcmp(buf, back, big) == 0);
+		/* zeroing a range past the limit: no payload, so no split needed, but it must work */
+		CHECK_EQ(vo_block_zero(b, 4096, big), 0);
+		CHECK_EQ(vo_block_pread(b, back, big, 4096), (long long)big);
+		CHECK(all_bytes(back, big, 0));
 		free(buf);
 		free(back);
 		vo_block_close(b);
@@ -369,18 +428,65 @@ static void test_nbd_unix_socket(void)
 	unlink(pidfile);
 }
 
-static void test_nbd_tcp_and_readonly_export(void)
+/* A server that can neither zero nor trim (nbdkit's eval plugin on a file, with no trim
+ * method, and the nozero filter): zeroing falls back to writing zeros, trim (advisory) is a
+ * no-op; neither may send the server a command it did not offer. */
+static void test_nbd_without_zero_and_trim(void)
 {
-	char *pidfile = tmp_path("nbdkit-tcp.pid");
-	char *extra[] = { "-r", "-i", "127.0.0.1", "-p", "10899", "pattern", "size=1M", NULL };
+	char *img = tmp_path("eval.img"), *sock = tmp_path("eval.sock");
+	char *pidfile = tmp_path("eval.pid");
+	make_file(img, 1 << 20);
+	char pread_cmd[512], pwrite_cmd[512];
+	snprintf(pread_cmd, sizeof pread_cmd, "pread=exec dd if=%s iflag=skip_bytes,count_bytes "
+		 "skip=$4 count=$3 status=none", img);
+	snprintf(pwrite_cmd, sizeof pwrite_cmd, "pwrite=exec dd of=%s oflag=seek_bytes "
+		 "conv=notrunc seek=$4 status=none", img);
+	char *extra[] = { "-U", sock, "--filter=nozero", "eval", "get_size=echo 1048576",
+			  "can_write=exit 0", pread_cmd, pwrite_cmd, NULL };
 	pid_t pid = start_nbdkit(extra, pidfile);
 	CHECK(pid > 0);
 	if (pid <= 0)
 		return;
+	char uri[512];
+	snprintf(uri, sizeof uri, "nbd+unix:///?socket=%s", sock);
+	struct vo_block *b = vo_block_open(uri, 0, err, sizeof err);
+	CHECK(b != NULL);
+	if (b) {
+		exercise(b, 1 << 20);
+		/* the zeros were written into the file (by the server's pwrite) */
+		char back[4096];
+		int fd = open(img, O_RDONLY);
+		CHECK(pread(fd, back, 4096, 0) == 4096);
+		CHECK(all_bytes(back, 1024, 'a'));
+		CHECK(all_bytes(back + 1024, 1024, 0));
+		CHECK(pread(fd, back, 1, (1 << 20) - 1) == 1 && back[0] == 'z');
+		close(fd);
+		vo_block_close(b);
+	}
+	stop_nbdkit(pid);
+	unlink(pidfile);
+}
+
+static void test_nbd_tcp_and_readonly_export(void)
+{
+	char *pidfile = tmp_path("nbdkit-tcp.pid");
+	int port = 0, listen_fd = listen_tcp(&port);
+	CHECK(listen_fd >= 0);
+	if (listen_fd < 0)
+		return;
+	char *extra[] = { "-r", "--filter=exportname", "pattern", "size=1M", "exportname=pat",
+			  "exportname-strict=true", NULL };
+	pid_t pid = start_nbdkit_on(listen_fd, extra, pidfile);
+	close(listen_fd);
+	CHECK(pid > 0);
+	if (pid <= 0)
+		return;
+	char uri[128];
+	snprintf(uri, sizeof uri, "nbd://127.0.0.1:%d/pat", port);
 	/* a writable open of a read-only export is refused with a reason */
-	CHECK(vo_block_open("nbd://127.0.0.1:10899", 0, err, sizeof err) == NULL);
+	CHECK(vo_block_open(uri, 0, err, sizeof err) == NULL);
 	CHECK(strstr(err, "read-only") != NULL);
-	struct vo_block *b = vo_block_open("nbd://127.0.0.1:10899", VO_BLOCK_RDONLY, err, sizeof err);
+	struct vo_block *b = vo_block_open(uri, VO_BLOCK_RDONLY, err, sizeof err);
 	CHECK(b != NULL);
 	if (b) {
 		/* the pattern plugin stores each 8-byte offset, big-endian, at that offset */
@@ -393,6 +499,9 @@ static void test_nbd_tcp_and_readonly_export(void)
 		CHECK_EQ(vo_block_pread(b, buf, 16, (1 << 20) - 8), 8);
 		vo_block_close(b);
 	}
+	/* the name is part of a TCP URI too */
+	snprintf(uri, sizeof uri, "nbd://127.0.0.1:%d/other", port);
+	CHECK(vo_block_open(uri, VO_BLOCK_RDONLY, err, sizeof err) == NULL);
 	stop_nbdkit(pid);
 	unlink(pidfile);
 }
@@ -418,7 +527,8 @@ int main(void)
 	RUN(test_mem_is_sparse_and_trim_frees);
 	RUN(test_mem_bad_specs);
 	RUN(test_slice_edges);
-	RUN(test_nbd_unix_socket);
+	RUN(test_nbd_unix_socket_named_export_split_requests);
+	RUN(test_nbd_without_zero_and_trim);
 	RUN(test_nbd_tcp_and_readonly_export);
 	RUN(test_nbd_connection_refused);
 	char cmd[300];

@@ -70,6 +70,29 @@ static void test_libfuse_messages_use_our_prefix(void)
 		  "umdev-mbr: fuse: bad mount point `/mnt': No such file\n");
 }
 
+static char captured[256];
+
+static void emit_while_capturing(void)
+{
+	vo_log_capture_begin(captured, sizeof captured);
+	fuse_log(FUSE_LOG_ERR, "fuse: invalid parameter in option `%s'\n", "max_read=abc");
+	fuse_log(FUSE_LOG_ERR, "fuse: a second error follows from the first\n");
+	fuse_log(FUSE_LOG_INFO, "fuse: not an error\n");
+	vo_error("our own");
+	vo_log_capture_end();
+	fuse_log(FUSE_LOG_ERR, "fuse: after the capture\n");
+}
+
+static void test_capture_keeps_libfuse_first_error_for_one_line(void)
+{
+	vo_log_init("vo-testfs");
+	CHECK_STR(capture_stderr(emit_while_capturing),
+		  "vo-testfs: fuse: not an error\n"
+		  "vo-testfs: our own\n"
+		  "vo-testfs: fuse: after the capture\n");
+	CHECK_STR(captured, "invalid parameter in option `max_read=abc'");
+}
+
 static void emit_long(void)
 {
 	char big[5000];
@@ -93,5 +116,6 @@ int main(void)
 	RUN(test_debug_only_with_d);
 	RUN(test_libfuse_messages_use_our_prefix);
 	RUN(test_overlong_message_is_cut_not_overflowed);
+	RUN(test_capture_keeps_libfuse_first_error_for_one_line);
 	return CHECK_DONE();
 }

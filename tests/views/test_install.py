@@ -192,7 +192,7 @@ def archive_reachable():
 
 def test_apt_get_install_from_debians_archive_in_a_view(user, utmp):
     if not archive_reachable():
-        pytest.skip("deb.debian.org:80 is not reachable from this machine")
+        pytest.skip("network: deb.debian.org:80 is not reachable from this machine")
     layer = utmp / "newroot"
     before = host_state()
     lists = any(p.name.endswith("_Packages") or "_Packages." in p.name
