@@ -41,8 +41,9 @@ struct vo_block *bcache_device(const struct bcache *bc);
 int bcache_read(struct bcache *bc, uint64_t blk, size_t n, void *buf);
 int bcache_write(struct bcache *bc, uint64_t blk, size_t n, const void *buf);
 
-/* Byte-granular I/O (the superblock is written this way): the cached copies of the blocks
- * it touches stay coherent. */
+/* Byte-granular I/O (the superblock is written this way). A write of at most two blocks goes
+ * into the cache (the blocks are read first if needed) and out at the next writeback; a larger
+ * one is written through, and the cached copies of the blocks it touches stay coherent. */
 int bcache_read_bytes(struct bcache *bc, uint64_t off, size_t len, void *buf);
 int bcache_write_bytes(struct bcache *bc, uint64_t off, size_t len, const void *buf);
 

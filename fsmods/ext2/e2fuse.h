@@ -14,7 +14,7 @@
  * Locking: libext2fs is not thread-safe, so every call into it (and every use of the node
  * table, the directory indexes and the block cache) happens under e2->lock. The kernel side is
  * kept fast instead: long attribute/entry timeouts (this daemon is the only writer), negative
- * entries cached, readdirplus, keep_cache, 1 MiB requests, and no open/release/flush traffic.
+ * entries cached, readdirplus, keep_cache, 1 MiB requests, and no open/release traffic.
  * docs/ext2.md tells the whole story. */
 #ifndef UMFUSE_EXT2_E2FUSE_H
 #define UMFUSE_EXT2_E2FUSE_H
@@ -38,6 +38,7 @@ struct e2_config {
 	int acl;                /* POSIX ACLs (default on) */
 	int user_xattr;         /* accepted for fstab compatibility: user xattrs are always on */
 	unsigned commit;        /* seconds between automatic commits; 0 = only on fsync/unmount */
+	int flush;              /* a close writes what the file changed (default on) */
 	uint64_t cache_size;    /* metadata cache, bytes */
 	unsigned timeout;       /* attribute/entry timeout, seconds */
 };
@@ -54,6 +55,7 @@ struct node {
 	bool map_valid, map_uninit;
 	uint64_t map_lblk, map_len, map_pblk;
 	bool map_checked;         /* data_check_tree found the whole map sound */
+	bool written;             /* created, written or resized since the last FLUSH of it */
 	struct node *hnext;
 };
 
@@ -128,6 +130,9 @@ int e2_open(struct e2 *e, const char *source, bool readonly_requested);
 int e2_mark_mounted(struct e2 *e);
 int e2_close(struct e2 *e);                 /* commit, mark clean, free; 0 or -errno */
 int e2_commit(struct e2 *e);                /* make everything durable; under the lock */
+/* Write every change to the source without making the source durable (what a close needs:
+ * see op_flush). Under the lock. */
+int e2_writeout(struct e2 *e);
 void e2_mark_dirty(struct e2 *e);
 int e2_errno(struct e2 *e, errcode_t err, const char *what, ext2_ino_t ino);
 /* True when [pblk, pblk+len) is not all inside the file system's data area: outside the file

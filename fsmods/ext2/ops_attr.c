@@ -70,6 +70,7 @@ static int do_setattr(fuse_req_t req, struct e2 *e, ext2_ino_t ino, const struct
 				return -ENOMEM;
 			if ((r = data_truncate(e, n, &in, size)) < 0)
 				return r;
+			n->written = true; /* O_TRUNC and ftruncate: the close writes it out */
 			size_changed = true;
 			if (!(to_set & FUSE_SET_ATTR_MODE))
 				ino_kill_suid(&in, fuse_req_ctx(req), false);

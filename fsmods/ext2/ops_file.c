@@ -1,9 +1,9 @@
-/* FUSE operations on file contents: open, read, write, fsync, fallocate, lseek.
+/* FUSE operations on file contents: open, read, write, flush, fsync, fallocate, lseek.
  *
- * open and flush are answered ENOSYS when the kernel allows it (FUSE_CAP_NO_OPEN_SUPPORT): no
- * per-open state exists here (an open file pins its inode in the kernel, which is all the
- * unlink-while-open case needs), so the kernel stops sending open, release and flush, and
- * keeps its page cache across opens. */
+ * open is answered ENOSYS when the kernel allows it (FUSE_CAP_NO_OPEN_SUPPORT): no per-open
+ * state exists here (an open file pins its inode in the kernel, which is all the
+ * unlink-while-open case needs), so the kernel stops sending open and release, and keeps its
+ * page cache across opens. It still sends FLUSH at every close: see op_flush. */
 #define _GNU_SOURCE
 #include "e2fuse.h"
 
@@ -28,10 +28,30 @@ void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	fuse_reply_open(req, fi);
 }
 
+/* close(): the changes to a file that was written go to the source (not made durable: fsync
+ * does that), so a daemon killed after a close loses nothing of it. Without open there is no
+ * per-open state, so the mark is per inode (node->written, set by create, write, fallocate and
+ * truncate): a close that follows no change — every close of a file only read — writes
+ * nothing, but still costs the kernel's round trip; with -o flush=0 the answer is ENOSYS and
+ * the kernel stops sending FLUSH. */
 void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	(void)ino, (void)fi;
-	fuse_reply_err(req, ENOSYS); /* nothing to do at close: the kernel stops asking */
+	(void)fi;
+	struct e2 *e = e2_of(req);
+	if (!e->cfg.flush) {
+		fuse_reply_err(req, ENOSYS);
+		return;
+	}
+	int r = 0;
+	e2_lock(e);
+	struct node *n = node_find(e, e2_ino(ino));
+	if (n && n->written) {
+		r = e2_writeout(e);
+		if (r == 0)
+			n->written = false;
+	}
+	e2_unlock(e);
+	fuse_reply_err(req, -r);
 }
 
 void op_read(fuse_req_t req, fuse_ino_t fino, size_t size, off_t off, struct fuse_file_info *fi)
@@ -88,6 +108,8 @@ void op_write(fuse_req_t req, fuse_ino_t fino, const char *buf, size_t size, off
 	 * fsync saying all is well. There, what did not fit is an error. */
 	if (e->writeback_cache && r >= 0 && (size_t)r < size)
 		r = (uint64_t)off + size > e->max_file_size ? -EFBIG : -ENOSPC;
+	if (r > 0)
+		n->written = true;
 	e2_unlock(e);
 	if (r < 0)
 		fuse_reply_err(req, (int)-r);
@@ -142,6 +164,7 @@ void op_fallocate(fuse_req_t req, fuse_ino_t fino, int mode, off_t offset, off_t
 		ino_touch(&in, contents, true);
 		ino_kill_suid(&in, fuse_req_ctx(req), false);
 		r = ino_write(e, ino, &in);
+		n->written = true;
 	}
 	e2_unlock(e);
 	fuse_reply_err(req, -r);

@@ -246,6 +246,9 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
 	while ((r = create_node(req, e, e2_ino(parent), name, &nn, &ep)) == -ENOSPC &&
 	       e2_wait_for_released(e))
 		;
+	struct node *n = r == 0 ? node_find(e, e2_ino(ep.ino)) : NULL;
+	if (n)
+		n->written = true; /* a file created empty is on the source after its close too */
 	e2_unlock(e);
 	if (r < 0) {
 		fuse_reply_err(req, -r);

@@ -18,7 +18,8 @@
  *  - the journal: libext2fs cannot write through it. It is left empty and intact; a journal
  *    that needs recovery is never ignored (the mount refuses and says how to recover). So
  *    after a crash, run e2fsck -fy, as for ext2; fsync'ed files are safe (fsync commits
- *    everything).
+ *    everything) and so are closed ones if only the daemon died (a close writes the file's
+ *    changes to the source, see op_flush).
  *  - writing inline_data, encrypted, casefolded, verity, quota, project, bigalloc or MMP file
  *    systems: libext2fs (or this daemon) does not keep them consistent, so they are mounted
  *    read-only, with a message.
@@ -51,8 +52,11 @@ static const struct vo_opt options[] = {
 	{ "writeback", VO_OPT_BOOL, offsetof(struct e2_config, writeback), 0, 0, NULL, NULL,
 	  "let the kernel cache writes (writeback_cache); default off" },
 	{ "commit", VO_OPT_UINT, offsetof(struct e2_config, commit), 0, 0, NULL, "SECONDS",
-	  "write changes to the source at least this often (default 5, 0 = only on fsync and "
-	  "unmount)" },
+	  "make changes durable at least this often (default 5, 0 = only on fsync and "
+	  "unmount; a close still writes what the file changed)" },
+	{ "flush", VO_OPT_BOOL, offsetof(struct e2_config, flush), 0, 0, NULL, NULL,
+	  "a close writes what the file changed to the source (default on; flush=0: only "
+	  "commits, fsync and unmount write)" },
 	{ "cache_size", VO_OPT_SIZE, offsetof(struct e2_config, cache_size), 1, 0, NULL, "SIZE",
 	  "memory for cached metadata blocks (default 64M)" },
 	{ "timeout", VO_OPT_UINT, offsetof(struct e2_config, timeout), 0, 0, NULL, "SECONDS",
@@ -240,6 +244,7 @@ int main(int argc, char **argv)
 	struct e2_config cfg = {
 		.acl = 1,
 		.commit = 5,
+		.flush = 1,
 		.cache_size = 64 << 20,
 		.timeout = 86400,
 	};

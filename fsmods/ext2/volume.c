@@ -76,6 +76,13 @@ static void report_open_error(struct e2 *e, errcode_t err)
 		vo_error("cannot mount %s: the image is truncated (a read past its end)", src);
 		return;
 	case EXT2_ET_UNSUPP_FEATURE:
+		/* libext2fs opens a journal device only when asked to: it is not a file system */
+		if (raw_super(e->dev, &sb) &&
+		    (sb.s_feature_incompat & EXT3_FEATURE_INCOMPAT_JOURNAL_DEV)) {
+			vo_error("cannot mount %s: it is an external journal device, not a file "
+				 "system", src);
+			return;
+		}
 		if (raw_super(e->dev, &sb)) {
 			feature_names(E2P_FEATURE_INCOMPAT,
 				      sb.s_feature_incompat & ~EXT2_LIB_FEATURE_INCOMPAT_SUPP,
@@ -252,11 +259,7 @@ static bool writable_or_say_why(struct e2 *e)
 static int check_journal(struct e2 *e, bool *readonly)
 {
 	struct ext2_super_block *sb = e->fs->super;
-	if (ext2fs_has_feature_journal_dev(sb)) {
-		vo_error("cannot mount %s: it is an external journal device, not a file system",
-			 e->source);
-		return VO_EXIT_SOURCE;
-	}
+	/* (an external journal device never gets here: ext2fs_open2 refuses it) */
 	if (ext2fs_has_feature_journal_needs_recovery(sb)) {
 		if (*readonly && e->cfg.norecovery) {
 			vo_warn("%s: the journal needs recovery; showing the file system without it "
@@ -426,6 +429,30 @@ int e2_commit(struct e2 *e)
 		return -EIO;
 	}
 	e->dirty = false;
+	return r < 0 ? -EIO : 0;
+}
+
+/* The same writes as a commit, less the device flush: after it the source holds a consistent
+ * file system (a copy of it passes e2fsck -fn), which survives the daemon being killed but not
+ * yet the machine losing power. e->dirty stays set, so the committer (or fsync) still makes it
+ * durable. */
+int e2_writeout(struct e2 *e)
+{
+	if (e->readonly || !e->fs || !e->marked)
+		return 0;
+	int r = dir_flush_all(e);
+	ext2fs_mark_super_dirty(e->fs);
+	errcode_t ret = ext2fs_flush2(e->fs, EXT2_FLAG_FLUSH_NO_SYNC);
+	if (ret) {
+		vo_error("%s: writing the file system failed: %s", e->source, error_message(ret));
+		return -EIO;
+	}
+	/* libext2fs wrote into the block cache: now to the source */
+	int w = bcache_writeback(e->cache);
+	if (w < 0) {
+		vo_error("%s: writing the file system failed: %s", e->source, strerror(-w));
+		return -EIO;
+	}
 	return r < 0 ? -EIO : 0;
 }
 

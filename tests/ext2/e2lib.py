@@ -2,7 +2,9 @@
 images made by mke2fs, mounts of the daemon through the harness's `mounts` fixture (always
 unmounted), and e2fsck as the judge after every write."""
 import os
+import pickle
 import subprocess
+import traceback
 from pathlib import Path
 
 import pytest
@@ -49,6 +51,38 @@ def dumpe2fs(img):
             k, v = line.split(":", 1)
             fields[k.strip()] = v.strip()
     return fields
+
+
+def as_user(user, fn, *args):
+    """fn(*args) in a child process with the user's ids (a mount the user made is closed to
+    root); returns its result, or fails the test with the child's traceback."""
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns to pytest
+        status = 1
+        try:
+            os.close(rfd)
+            os.setgroups(os.getgrouplist(user.name, user.gid))
+            os.setgid(user.gid)
+            os.setuid(user.uid)
+            out = (True, fn(*args))
+        except BaseException:
+            out = (False, traceback.format_exc())
+        try:
+            with os.fdopen(wfd, "wb") as w:
+                pickle.dump(out, w)
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(wfd)
+    with os.fdopen(rfd, "rb") as r:
+        data = r.read()
+    _, status = os.waitpid(pid, 0)
+    assert status == 0 and data, f"the child as {user} died (status {status})"
+    ok, value = pickle.loads(data)
+    if not ok:
+        pytest.fail(f"as {user}:\n{value}", pytrace=False)
+    return value
 
 
 class Ext2:

@@ -1,26 +1,18 @@
-"""Corrupt images: bytes flipped in the superblock, the group descriptors, the inode table and
-directory blocks give a clean one-line refusal or EIO on what is damaged — never a crash (the
-harness fails any sanitizer report or non-zero exit), never a hang (every walk has a timeout),
-never damage to an image the daemon refused. A full disk gives ENOSPC and stays clean."""
+"""Corrupt images, the targeted cases: a damaged directory block gives EIO on that directory
+only, a damaged inode EIO on that file; a full disk or inode table gives ENOSPC and stays clean.
+
+Bytes flipped at random in the superblock, the group descriptors, the inode table and directory
+blocks (a refusal in one line, or EIO / intact data, never a crash, a hang or new damage) are
+the business of tests/reliability/test_corrupt_ext2.py, which runs some 200 such variants on
+ext2 (1 KiB blocks) and ext4 (4 KiB, metadata_csum) images and checks each one strictly."""
 import errno
-import hashlib
 import os
-import random
 import subprocess
 
 import pytest
 
-from conftest import MountError, mounted_at, run
-from e2lib import DAEMON, assert_clean, ext2, uext2  # noqa: F401
-
-WALK = ("find . -xdev > /dev/null; "
-        "find . -xdev -type f -exec head -c 1M {} + > /dev/null; "
-        "ls -laR > /dev/null; for f in *; do getfattr -d \"$f\"; done > /dev/null 2>&1; "
-        "touch new-file; mkdir new-dir; echo data > new-dir/f; rm -rf d0; true")
-
-
-def sha(path):
-    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+from conftest import run
+from e2lib import assert_clean, ext2, uext2  # noqa: F401
 
 
 def debugfs(img, cmd):
@@ -44,65 +36,14 @@ def block_size(img):
     return int(debugfs(img, "stats").split("Block size:")[1].split()[0])
 
 
-def flip(img, offset, count, seed):
-    rnd = random.Random(seed)
-    with open(img, "r+b") as f:
-        for i in range(count):
-            f.seek(offset + rnd.randrange(0, 1024))
-            b = f.read(1)
-            f.seek(-1, os.SEEK_CUR)
-            f.write(bytes([b[0] ^ (1 << rnd.randrange(8))]))
-
-
-def where(img, what):
-    """Byte offset of a region to damage."""
-    bs = block_size(img)
-    if what == "superblock":
-        return 1024
-    if what == "group-descriptors":
-        return (2 if bs == 1024 else 1) * bs
-    if what == "inode-table":
-        out = debugfs(img, "imap /d1/file-007")
-        blk = int(out.split("located at block")[1].split(",")[0])
-        return blk * bs
-    if what == "directory-block":
-        blk = int(debugfs(img, "blocks /d2").split()[0])
-        return blk * bs
-    raise ValueError(what)
-
-
-@pytest.mark.parametrize("kind", ["ext4-4k", "ext2-1k"])
-@pytest.mark.parametrize("what", ["superblock", "group-descriptors", "inode-table",
-                                  "directory-block"])
-def test_flipped_bytes_give_refusal_or_eio_never_a_crash(ext2, rtmp, kind, what):
-    outcomes = set()
-    for seed in range(3):
-        img = populated(ext2, kind, rtmp)
-        flip(img, where(img, what), 12, seed)
-        before = sha(img)
-        mnt = rtmp / f"m-{seed}"
-        mnt.mkdir()
-        try:
-            m = ext2.mount(img, mountpoint=mnt)
-        except MountError as e:  # a refusal: one line, exit 2, image untouched
-            text = str(e)
-            assert "exited with 2" in text, text
-            assert text.count(DAEMON + ": ") == 1 and "\n" not in text.strip(), text
-            assert "Unknown code" not in text
-            assert sha(img) == before
-            assert not mounted_at(mnt)
-            outcomes.add("refused")
-            continue
-        walk = subprocess.run(["sh", "-c", WALK], cwd=mnt, capture_output=True, text=True,
-                              timeout=60)
-        outcomes.add("EIO" if "Input/output error" in walk.stderr else "mounted")
-        m.unmount()  # the daemon must exit 0: no crash
-    assert outcomes
+def first_block_offset(img, path):
+    """Byte offset of the first block of path in the image."""
+    return int(debugfs(img, f"blocks {path}").split()[0]) * block_size(img)
 
 
 def test_corrupt_directory_block_gives_eio_on_that_directory_only(ext2, rtmp):
     img = populated(ext2, "ext4-4k", rtmp)
-    off = where(img, "directory-block")
+    off = first_block_offset(img, "/d2")
     with open(img, "r+b") as f:  # a rec_len of zero in the middle of the block
         f.seek(off + 12 + 4)
         f.write(b"\0\0")

@@ -1,15 +1,17 @@
 """A real tree (thousands of files, nested directories, long and UTF-8 names, symlinks, hard
 links, holes) written through umfuse-ext2 with tar reads back identical — names, contents,
 modes, owners, nanosecond mtimes, inode sharing — through the mount, after a remount, and
-through the kernel's own ext4 driver; e2fsck finds every image clean."""
+through the kernel's own ext4 driver, also when an unprivileged user untars it on an image they
+own; e2fsck finds every image clean."""
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from conftest import diff_r, make_tree, run, tree_digest
-from e2lib import KINDS, assert_clean, dumpe2fs, ext2  # noqa: F401
+from e2lib import KINDS, as_user, assert_clean, dumpe2fs, ext2, uext2  # noqa: F401
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +72,31 @@ def test_untar_reads_back_identical_and_fsck_clean(ext2, sample, kind, opts):
     m.unmount()
 
 
+def owned_tree(root, uid, gid):
+    """As the user who untarred it: the tree's digest without owners, its hard-link groups,
+    and the paths not owned by the user (none: a user's tar cannot give files away)."""
+    others = [str(p) for p in Path(root).rglob("*")
+              if (p.lstat().st_uid, p.lstat().st_gid) != (uid, gid)]
+    return tree_digest(root, owners=False), inode_groups(root), others
+
+
+def test_untar_by_an_unprivileged_user_reads_back_identical_and_fsck_clean(uext2, user, utmp,
+                                                                          sample):
+    src, tar = sample
+    mine = utmp / "tree.tar"  # the sample lives where only root can read
+    shutil.copyfile(tar, mine)
+    img = uext2.image("ext4-4k", size="256M", owner=user)
+    m = uext2.mount(img, user=user)
+    run(["mkdir", m.path / "t"], user=user)
+    run(["tar", "xf", mine, "--sparse", "-p", "-C", m.path / "t"], user=user)
+    digest_as_user, groups, others = as_user(user, owned_tree, m.path / "t", user.uid, user.gid)
+    assert digest_as_user == tree_digest(src, owners=False)
+    assert groups == inode_groups(src)
+    assert others == []
+    m.unmount()
+    assert_clean(img)
+
+
 def test_kernel_ext4_reads_what_umfuse_wrote_and_the_reverse(ext2, sample, rtmp):
     src, tar = sample
     img = ext2.image("ext4-4k", size="256M")
@@ -128,6 +155,7 @@ def test_inode_numbers_are_the_ext2_numbers(ext2):
     os.link(m.path / "d" / "f", m.path / "hard")
     inos = {p: os.lstat(m.path / p).st_ino for p in ["", "d", "d/f", "hard", "lost+found"]}
     m.unmount()
+    assert_clean(img)
     for p in ["d", "d/f", "hard", "lost+found"]:
         out = subprocess.run(["debugfs", "-R", f"stat /{p}", str(img)], capture_output=True,
                              text=True).stdout

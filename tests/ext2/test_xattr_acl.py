@@ -161,6 +161,8 @@ def test_noacl_option_turns_acls_off(ext2):
     assert r.returncode != 0 and "Operation not supported" in r.stderr
     run(["sh", "-c", f"umask 077 && touch {m.path}/g"])
     assert os.stat(m.path / "g").st_mode & 0o777 == 0o600
+    m.unmount()
+    assert_clean(img)
 
 
 def test_xattr_blocks_shared_by_the_kernel_are_copied_on_write(ext2, rtmp):

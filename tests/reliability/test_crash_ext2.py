@@ -27,6 +27,8 @@ import signal
 import threading
 import time
 
+import pytest
+
 from conftest import make_ext
 from relb_util import LONG, DaemonPool, e2fsck
 
@@ -150,6 +152,8 @@ def read_back(mnt, entries):
     return bad
 
 
+# the long run (VIEWOS_LONG=1) outlasts pytest.ini's 300 s
+@pytest.mark.timeout(7200 if LONG else 900)
 def test_kill_9_at_random_points_fsck_repairs_and_fsynced_files_survive(rtmp):
     img = make_ext(rtmp / "img", fstype="ext4", size="128M", blocksize=4096)
     logpath = rtmp / "fsynced.log"

@@ -164,11 +164,12 @@ def test_a_directory_size_beyond_its_blocks_is_eio_not_a_walk_through_holes(moun
     assert (m.path / "f").read_bytes() == b"x"
 
 
-def test_seek_data_over_a_huge_hole_of_a_block_mapped_file_is_quick(mounts, rtmp):
-    """SEEK_DATA/SEEK_HOLE in an ext2 file (indirect blocks) pass over a missing indirect
-    block's range at once, and still land where the data and the hole are. (Block by block,
-    one SEEK_DATA over these 15 GiB took 1.6 s of the daemon's one lock in an optimized
-    build: measured, not asserted here.)"""
+def test_seek_data_and_seek_hole_over_a_huge_hole_of_a_block_mapped_file_land_right(mounts,
+                                                                                    rtmp):
+    """SEEK_DATA/SEEK_HOLE in an ext2 file (indirect blocks) across a 15 GiB hole land where
+    the data and the hole are. The daemon passes over a missing indirect block's range at once
+    (block by block, one SEEK_DATA here took 1.6 s of the daemon's one lock in an optimized
+    build): that speed is measured, never asserted. The 60 s bound is a hang watchdog only."""
     img = image(rtmp, files={"f": b"x"})
     m = mount(mounts, img, rtmp / "m")
     far = 15 << 30
@@ -178,9 +179,9 @@ def test_seek_data_over_a_huge_hole_of_a_block_mapped_file_is_quick(mounts, rtmp
         f.write(b"tail")
     fd = os.open(m.path / "sparse", os.O_RDONLY)
     try:
-        assert bounded(lambda: os.lseek(fd, 4096, os.SEEK_DATA), 20, what="SEEK_DATA") == \
+        assert bounded(lambda: os.lseek(fd, 4096, os.SEEK_DATA), 60, what="SEEK_DATA") == \
             far // 1024 * 1024
-        assert bounded(lambda: os.lseek(fd, 0, os.SEEK_HOLE), 20, what="SEEK_HOLE") == 1024
+        assert bounded(lambda: os.lseek(fd, 0, os.SEEK_HOLE), 60, what="SEEK_HOLE") == 1024
         assert os.lseek(fd, far, os.SEEK_HOLE) == far + 4
     finally:
         os.close(fd)

@@ -20,6 +20,8 @@ import random
 import struct
 import time
 
+import pytest
+
 from conftest import make_ext
 from relb_util import LONG, DaemonPool, e2fsck
 
@@ -183,6 +185,8 @@ def check_tree(root, manifests):
     return bad
 
 
+# the long run (VIEWOS_LONG=1) outlasts pytest.ini's 300 s
+@pytest.mark.timeout(1200 if LONG else 300)
 def test_ten_processes_race_without_deadlock_or_damage(tmp_path):
     img = make_ext(tmp_path / "img", fstype="ext4", size="512M", blocksize=4096)
     mnt = tmp_path / "mnt"

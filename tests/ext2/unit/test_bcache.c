@@ -90,6 +90,40 @@ static void test_byte_writes_patch_cached_blocks(void)
 	vo_block_close(d);
 }
 
+/* The superblock's way: a few bytes into blocks not cached yet (one straddles two blocks). They
+ * wait for the writeback like block writes, and the rest of each block is what was there. */
+static void test_byte_writes_wait_for_writeback_with_the_rest_of_the_block(void)
+{
+	struct vo_block *d = dev();
+	unsigned char b[BS];
+	fill(b, 0x55);
+	CHECK_EQ(vo_block_pwrite(d, b, BS, 7 * BS), BS);
+	CHECK_EQ(vo_block_pwrite(d, b, BS, 8 * BS), BS);
+	struct bcache *bc = bcache_new(d, BS, 1 << 20);
+	CHECK_EQ(bcache_write_bytes(bc, 7 * BS + 4, 2, "xy"), 0);
+	CHECK_EQ(bcache_write_bytes(bc, 8 * BS - 1, 2, "zw"), 0);
+	CHECK_EQ(dev_byte(d, 7 * BS + 4), 0x55); /* not yet on the device */
+	CHECK_EQ(dev_byte(d, 8 * BS), 0x55);
+	char got[6];
+	CHECK_EQ(bcache_read_bytes(bc, 7 * BS + 3, 4, got), 0);
+	CHECK(memcmp(got, "\x55xy\x55", 4) == 0);
+	CHECK_EQ(bcache_writeback(bc), 0);
+	CHECK(!bcache_has_dirty(bc));
+	CHECK_EQ(dev_byte(d, 7 * BS + 4), 'x');
+	CHECK_EQ(dev_byte(d, 7 * BS + 5), 'y');
+	CHECK_EQ(dev_byte(d, 8 * BS - 1), 'z');
+	CHECK_EQ(dev_byte(d, 8 * BS), 'w');
+	CHECK_EQ(dev_byte(d, 7 * BS + 6), 0x55);
+	CHECK_EQ(dev_byte(d, 8 * BS + 1), 0x55);
+	/* a range of more than two blocks is written through */
+	unsigned char big[3 * BS];
+	memset(big, 0x66, sizeof big);
+	CHECK_EQ(bcache_write_bytes(bc, 20 * BS + 1, sizeof big, big), 0);
+	CHECK_EQ(dev_byte(d, 22 * BS), 0x66);
+	bcache_free(bc);
+	vo_block_close(d);
+}
+
 static void test_small_cache_evicts_and_keeps_data(void)
 {
 	struct vo_block *d = dev();
@@ -132,6 +166,7 @@ int main(void)
 	RUN(test_writes_wait_for_writeback);
 	RUN(test_direct_paths_stay_coherent);
 	RUN(test_byte_writes_patch_cached_blocks);
+	RUN(test_byte_writes_wait_for_writeback_with_the_rest_of_the_block);
 	RUN(test_small_cache_evicts_and_keeps_data);
 	RUN(test_unchanged_rewrite_is_not_written_again);
 	return check_failures ? 1 : 0;
