@@ -407,13 +407,23 @@ void fat_dir_remove(struct fat_dir *d, uint32_t slot)
 	if (!nm)
 		return;
 	index_unlink(d, slot);
-	for (uint32_t s = nm->first_slot; s <= slot; s++)
+	/* Long-name slots right before the entry that were not accepted as its name (a wrong
+	 * checksum, a broken sequence) can have belonged to no other entry: a long name always
+	 * ends at the short entry that follows it. They go with it rather than stay orphaned. */
+	uint32_t first = nm->first_slot;
+	while (first > 0) {
+		const uint8_t *e = fat_dir_slot(d, first - 1);
+		if (e[0] == 0 || e[0] == 0xE5 || (e[DE_ATTR] & 0x3F) != FAT_ATTR_LFN)
+			break;
+		first--;
+	}
+	for (uint32_t s = first; s <= slot; s++)
 		fat_dir_slot(d, s)[0] = 0xE5;
-	fat_dir_mark_dirty(d, nm->first_slot, slot - nm->first_slot + 1);
+	fat_dir_mark_dirty(d, first, slot - first + 1);
 	if (fat_dir_slot(d, slot)[DE_ATTR] & FAT_ATTR_DIR)
 		d->nsubdirs--;
-	if (nm->first_slot < d->free_hint)
-		d->free_hint = nm->first_slot;
+	if (first < d->free_hint)
+		d->free_hint = first;
 	d->names[slot] = NULL;
 	d->nnames--;
 	name_free(nm);

@@ -199,7 +199,7 @@ ssize_t fat_file_write(struct fat_volume *vol, struct fat_node *n, const char *b
 
 	pthread_rwlock_wrlock(&n->io);
 	pthread_mutex_lock(&vol->lock);
-	int r = vol->readonly ? -EROFS : n->chain_bad ? -EIO : 0;
+	int r = vol->readonly ? -EROFS : vol_node_changeable(n);
 	uint32_t old_size = file_size(n);
 	uint32_t need = clusters_for(vol, off + size);
 	if (r == 0 && need > n->ext.total) {
@@ -230,7 +230,7 @@ ssize_t fat_file_write(struct fat_volume *vol, struct fat_node *n, const char *b
 		n->de[DE_ATTR] |= FAT_ATTR_ARCHIVE;
 		vol_node_store(vol, n);
 		r = vol_commit(vol);
-	} else if (!n->chain_bad && r != -EROFS) {
+	} else if (r != -EROFS && vol_node_changeable(n) == 0) {
 		shrink_chain(vol, n); /* give back what this write took */
 	}
 	pthread_mutex_unlock(&vol->lock);
@@ -247,7 +247,7 @@ int fat_file_truncate(struct fat_volume *vol, struct fat_node *n, uint64_t size)
 
 	pthread_rwlock_wrlock(&n->io);
 	pthread_mutex_lock(&vol->lock);
-	int r = vol->readonly ? -EROFS : n->chain_bad ? -EIO : 0;
+	int r = vol->readonly ? -EROFS : vol_node_changeable(n);
 	uint32_t old_size = file_size(n);
 	if (r == 0)
 		r = grow_chain(vol, n, clusters_for(vol, size));
@@ -265,7 +265,7 @@ int fat_file_truncate(struct fat_volume *vol, struct fat_node *n, uint64_t size)
 		r = shrink_chain(vol, n);
 		int r2 = vol_commit(vol);
 		r = r < 0 ? r : r2;
-	} else if (!n->chain_bad && r != -EROFS) {
+	} else if (r != -EROFS && vol_node_changeable(n) == 0) {
 		shrink_chain(vol, n);
 	}
 	pthread_mutex_unlock(&vol->lock);

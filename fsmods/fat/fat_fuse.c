@@ -294,6 +294,12 @@ static void f_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_
 	clock_gettime(CLOCK_REALTIME, &now);
 	struct stat st;
 	pthread_mutex_lock(&vol->lock);
+	if (n->parent && n->parent->chain_shared) {
+		/* its entry lies in clusters something else claims too: it cannot change */
+		pthread_mutex_unlock(&vol->lock);
+		fuse_reply_err(req, EIO);
+		return;
+	}
 	if (n->parent) { /* the root has no entry to keep anything in */
 		bool changed = false;
 		if (to_set & FUSE_SET_ATTR_MODE) {
@@ -490,23 +496,30 @@ static bool read_by_splice(fuse_req_t req, struct fat_volume *vol, struct fat_no
 		fuse_reply_err(req, (int)-r);
 		return true;
 	}
-	struct {
-		struct fuse_bufvec bv;
-		struct fuse_buf more[SPLICE_RUNS];
-	} v;
-	memset(&v, 0, sizeof v);
-	v.bv.count = nruns ? nruns : 1;
+	/* fuse_bufvec ends in buf[1]: several runs need a vector allocated with room for them
+	 * (indexing past buf[0] of one declared inside another struct is out of bounds) */
+	struct fuse_bufvec one = FUSE_BUFVEC_INIT(0), *bv = &one;
+	size_t bytes = sizeof *bv + (nruns > 1 ? nruns - 1 : 0) * sizeof bv->buf[0];
+	if (nruns > 1 && !(bv = malloc(bytes))) {
+		fat_file_unmap(n);
+		fuse_reply_err(req, ENOMEM);
+		return true;
+	}
+	memset(bv, 0, bytes);
+	bv->count = nruns ? nruns : 1;
 	for (size_t i = 0; i < nruns; i++) {
-		struct fuse_buf *b = &v.bv.buf[i];
+		struct fuse_buf *b = &bv->buf[i];
 		b->size = runs[i].len;
 		b->flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
 		b->fd = fd;
 		b->pos = (off_t)(base + runs[i].pos);
 	}
 	if (nruns)
-		fuse_reply_data(req, &v.bv, 0);
+		fuse_reply_data(req, bv, 0);
 	else
 		fuse_reply_buf(req, NULL, 0);
+	if (bv != &one)
+		free(bv);
 	fat_file_unmap(n); /* held until the bytes were spliced */
 	return true;
 }
@@ -781,10 +794,15 @@ static void f_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const c
 		clock_gettime(CLOCK_REALTIME, &now);
 		pthread_mutex_lock(&vol->lock);
 		uint8_t settable = FAT_ATTR_RO | FAT_ATTR_HIDDEN | FAT_ATTR_SYSTEM | FAT_ATTR_ARCHIVE;
-		n->de[DE_ATTR] = (uint8_t)((n->de[DE_ATTR] & ~settable) | bits);
-		vol_touch(vol, n->de, FAT_TIME_C, &now);
-		vol_node_store(vol, n);
-		r = vol_commit(vol);
+		if (n->parent->chain_shared) {
+			r = -EIO; /* its entry lies in clusters something else claims too */
+		} else {
+			n->de[DE_ATTR] = (uint8_t)((n->de[DE_ATTR] & ~settable) | bits);
+			vol_touch(vol, n->de, FAT_TIME_C, &now);
+			r = vol_node_store(vol, n);
+			if (r == 0)
+				r = vol_commit(vol);
+		}
 		pthread_mutex_unlock(&vol->lock);
 	}
 	fuse_reply_err(req, -r);

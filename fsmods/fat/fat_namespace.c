@@ -56,6 +56,14 @@ static int usable_dir(struct fat_volume *vol, struct fat_node *dir)
 	return vol_load_dir(vol, dir);
 }
 
+/* A directory whose entries are about to change: not when read-only, nor when its clusters
+ * are claimed by something else too (fat_claims.h). */
+static int changeable_dir(struct fat_volume *vol, struct fat_node *dir)
+{
+	int r = vol->readonly ? -EROFS : usable_dir(vol, dir);
+	return r < 0 ? r : dir->chain_shared ? -EIO : 0;
+}
+
 int fat_vol_lookup(struct fat_volume *vol, struct fat_node *dir, const char *name,
 		   struct fat_node **out, bool *exact)
 {
@@ -148,7 +156,8 @@ static int init_dir_cluster(struct fat_volume *vol, uint32_t c, struct fat_node 
 	return w < 0 ? (int)w : (size_t)w == vol->g.cluster_size ? 0 : -EIO;
 }
 
-/* A directory's contents changed: its mtime and ctime, as Linux does. */
+/* A directory's contents changed: its mtime and ctime, as Linux does (not kept when its
+ * entry lies in clusters shared with something else: vol_node_store refuses to write there). */
 static void dir_touched(struct fat_volume *vol, struct fat_node *dir, const struct timespec *now)
 {
 	if (!dir->parent)
@@ -168,7 +177,7 @@ int fat_vol_create(struct fat_volume *vol, struct fat_node *dir, const char *nam
 
 	pthread_mutex_lock(&vol->lock);
 	uint32_t cluster = 0;
-	int r = vol->readonly ? -EROFS : usable_dir(vol, dir);
+	int r = changeable_dir(vol, dir);
 	if (r == 0)
 		r = new_name(name, u, &n);
 	if (r == 0 && (fat_dir_lookup(dir->dir, u, n) >= 0 || find_name(dir->dir, name) >= 0))
@@ -238,7 +247,7 @@ static void spelled(struct fat_volume *vol, struct fat_node *dir, int32_t slot, 
 /* The entry of name in dir, for a change: its slot, or -errno. */
 static int32_t find_entry(struct fat_volume *vol, struct fat_node *dir, const char *name)
 {
-	int r = vol->readonly ? -EROFS : usable_dir(vol, dir);
+	int r = changeable_dir(vol, dir);
 	return r < 0 ? r : find_name(dir->dir, name);
 }
 
@@ -254,7 +263,7 @@ int fat_vol_unlink(struct fat_volume *vol, struct fat_node *dir, const char *nam
 		n = vol_child(vol, dir, (uint32_t)slot, &r);
 	if (n && n->is_dir)
 		r = -EISDIR;
-	else if (n && n->chain_bad)
+	else if (n && vol_node_changeable(n) < 0)
 		r = -EIO; /* freeing a broken chain could free clusters of other files */
 	if (r == 0) {
 		uint64_t loc = vol_slot_location(vol, dir, (uint32_t)slot);
@@ -286,6 +295,8 @@ int fat_vol_rmdir(struct fat_volume *vol, struct fat_node *dir, const char *name
 		n = vol_child(vol, dir, (uint32_t)slot, &r);
 	if (n && !n->is_dir)
 		r = -ENOTDIR;
+	else if (n && n->chain_shared)
+		r = -EIO; /* its clusters are someone else's too: they must not be freed */
 	if (r == 0)
 		r = vol_load_dir(vol, n);
 	if (r == 0 && n->dir->nnames > 0)
@@ -367,6 +378,8 @@ static int rename_exchange(struct fat_volume *vol, struct fat_node *a, struct fa
 	struct fat_node *pa = a->parent, *pb = b->parent;
 	if ((a->is_dir && is_within(pb, a)) || (b->is_dir && is_within(pa, b)))
 		return -EINVAL;
+	if (pa != pb && ((a->is_dir && a->chain_shared) || (b->is_dir && b->chain_shared)))
+		return -EIO; /* a ".." to rewrite in clusters that are someone else's too */
 	int r = 0;
 	if (pa != pb) {
 		if (a->is_dir && (r = repoint_dotdot(vol, a, pb)) < 0)
@@ -430,7 +443,7 @@ int fat_vol_rename(struct fat_volume *vol, struct fat_node *dir, const char *nam
 	int32_t s = find_entry(vol, dir, name), t = -1;
 	int r = s < 0 ? (int)s : 0;
 	if (r == 0)
-		r = usable_dir(vol, newdir);
+		r = changeable_dir(vol, newdir);
 	if (r == 0)
 		r = new_name(newname, nu, &nn);
 	if (r == 0) {
@@ -472,8 +485,8 @@ int fat_vol_rename(struct fat_volume *vol, struct fat_node *dir, const char *nam
 			r = -EISDIR;
 		else if (dst->is_dir && (r = vol_load_dir(vol, dst)) == 0 && dst->dir->nnames)
 			r = -ENOTEMPTY;
-		if (r == 0 && dst->chain_bad)
-			r = -EIO;
+		if (r == 0 && (dst->chain_bad || dst->chain_shared || dst->size_mismatch))
+			r = -EIO; /* replacing it would free its clusters */
 		if (r < 0)
 			goto out;
 	} else if (t >= 0 && strcmp(dir->dir->names[s]->name, newname) == 0) {
@@ -484,8 +497,8 @@ int fat_vol_rename(struct fat_volume *vol, struct fat_node *dir, const char *nam
 			r = -EINVAL;
 			goto out;
 		}
-		if (src->chain_bad) {
-			r = -EIO;
+		if (src->chain_bad || src->chain_shared) {
+			r = -EIO; /* its ".." cannot be rewritten */
 			goto out;
 		}
 	}

@@ -208,13 +208,29 @@ int fat_chain_extents(const struct fat_table *t, uint32_t first, struct fat_exte
 	}
 }
 
-/* Length of the free run that starts at c, up to max. */
+/* Is cluster c free and not one to keep away from? */
+static bool takeable(const struct fat_table *t, uint32_t c)
+{
+	if (fat_get(t, c) != FAT_FREE)
+		return false;
+	return !t->avoid || !(t->avoid[c / 8] & (1u << (c % 8)));
+}
+
+/* Length of the run of takeable clusters that starts at c, up to max. */
 static uint32_t free_run(const struct fat_table *t, uint32_t c, uint32_t max)
 {
 	uint32_t n = 0;
-	while (n < max && c + n < t->nentries && fat_get(t, c + n) == FAT_FREE)
+	while (n < max && c + n < t->nentries && takeable(t, c + n))
 		n++;
 	return n;
+}
+
+void fat_table_set_hint(struct fat_table *t, uint32_t last_alloc)
+{
+	if (!fat_valid_cluster(t, last_alloc))
+		return;
+	t->last_alloc = last_alloc;
+	t->next_free = last_alloc + 1 < t->nentries ? last_alloc + 1 : 2;
 }
 
 /* Take clusters [start, start+count) into the chain after *last. */
@@ -231,7 +247,7 @@ static int take_run(struct fat_table *t, uint32_t *last, uint32_t start, uint32_
 			return -ENOMEM;
 	}
 	t->free_count -= count;
-	t->next_free = start + count < t->nentries ? start + count : 2;
+	fat_table_set_hint(t, start + count - 1);
 	return 0;
 }
 
@@ -239,7 +255,7 @@ int fat_alloc(struct fat_table *t, uint32_t last, uint32_t n, struct fat_extents
 {
 	if (n == 0)
 		return 0;
-	if (n > t->free_count)
+	if (n > fat_table_takeable(t))
 		return -ENOSPC;
 	int r;
 	/* 1. Right after the chain's end, so a growing file stays one run. */
@@ -258,7 +274,7 @@ int fat_alloc(struct fat_table *t, uint32_t last, uint32_t n, struct fat_extents
 	uint32_t start = fat_valid_cluster(t, t->next_free) ? t->next_free : 2;
 	for (uint32_t i = 0; i < span;) {
 		uint32_t c = 2 + (start - 2 + i) % span;
-		if (fat_get(t, c) != FAT_FREE) {
+		if (!takeable(t, c)) {
 			i++;
 			continue;
 		}
@@ -270,7 +286,7 @@ int fat_alloc(struct fat_table *t, uint32_t last, uint32_t n, struct fat_extents
 	/* 3. Fragmented: whatever runs there are, in order from the hint. */
 	for (uint32_t i = 0; i < span && n;) {
 		uint32_t c = 2 + (start - 2 + i) % span;
-		uint32_t run = fat_get(t, c) == FAT_FREE ? free_run(t, c, n) : 0;
+		uint32_t run = takeable(t, c) ? free_run(t, c, n) : 0;
 		if (run == 0) {
 			i++;
 			continue;

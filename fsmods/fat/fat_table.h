@@ -32,6 +32,11 @@ struct fat_table {
 	size_t ndirty;       /* blocks marked */
 	uint32_t free_count;
 	uint32_t next_free;  /* where the next search for a free cluster starts */
+	uint32_t last_alloc; /* the last cluster allocated, 0 if none is known: what FSInfo's
+				"next free" hint holds, as the specification and Linux keep it */
+	const uint8_t *avoid; /* NULL, or one bit per cluster never to allocate (fat_claims.h) */
+	uint32_t avoid_free; /* free clusters among them: free_count counts them, fat_alloc
+				does not */
 };
 
 /* A run of consecutive clusters. */
@@ -76,14 +81,24 @@ int fat_chain_extents(const struct fat_table *t, uint32_t first, struct fat_exte
 
 /* Allocate n clusters and chain them. When last != 0 the new clusters go after that cluster
  * (the chain's last, its entry becomes a link), starting right after it when those are free.
- * Otherwise they start at the next-free hint, in the first free run long enough when there is
- * one. The new runs are appended to ext (when not NULL). All or nothing: -ENOSPC when fewer than
- * n clusters are free, with nothing changed. */
+ * Otherwise they start at next_free, in the first free run long enough when there is one.
+ * Clusters marked in avoid are never taken. The new runs are appended to ext (when not NULL).
+ * All or nothing: -ENOSPC when fewer than n clusters can be taken, with nothing changed. */
 int fat_alloc(struct fat_table *t, uint32_t last, uint32_t n, struct fat_extents *ext);
 
 /* Free every cluster of the chain that starts at first (a chain already checked with
- * fat_chain_extents, given as its extents). */
+ * fat_chain_extents, given as its extents). The search for free clusters starts at the
+ * first freed one again, so space given back is used before the volume's untouched end. */
 void fat_free_extents(struct fat_table *t, const struct fat_extents *ext);
+
+/* Where the hint of FSInfo says the last allocation was (clusters outside the volume, 0 and
+ * FSINFO's "unknown" are ignored): the search for free clusters starts after it. */
+void fat_table_set_hint(struct fat_table *t, uint32_t last_alloc);
+/* Clusters fat_alloc can take (free ones outside avoid). */
+static inline uint32_t fat_table_takeable(const struct fat_table *t)
+{
+	return t->free_count - t->avoid_free;
+}
 
 /* Cut a chain: keep its first keep clusters (keep >= 1 ends the chain there, keep == 0 frees
  * it all) and free the rest; ext is updated to match. */

@@ -225,6 +225,11 @@ void vol_node_forget(struct fat_volume *vol, struct fat_node *n, uint64_t count)
 	node_maybe_free(vol, n);
 }
 
+static uint32_t clusters_for_size(const struct fat_volume *vol, uint32_t size)
+{
+	return (uint32_t)(((uint64_t)size + vol->g.cluster_size - 1) / vol->g.cluster_size);
+}
+
 struct fat_node *vol_child(struct fat_volume *vol, struct fat_node *dir, uint32_t slot, int *err)
 {
 	struct fat_dir_name *nm = dir->dir->names[slot];
@@ -249,6 +254,19 @@ struct fat_node *vol_child(struct fat_volume *vol, struct fat_node *dir, uint32_
 		fat_extents_reset(&n->ext);
 		vo_warn("%s: the cluster chain of '%s' is broken (starts at %u): reading it gives "
 			"an I/O error; run fsck.fat", vo_block_name(vol->dev), nm->name, first);
+	} else if (fat_claims_touch(&vol->claims, &n->ext)) {
+		n->chain_shared = true;
+		vo_warn("%s: '%s' shares clusters with another file or directory: it can be read "
+			"but not changed; run fsck.fat", vo_block_name(vol->dev), nm->name);
+	} else if (!n->is_dir && n->ext.total != clusters_for_size(vol, le32(n->de + DE_SIZE))) {
+		/* The FAT and the entry disagree (fsck.fat would cut one to the other): which
+		 * clusters past the size are the file's, or where the rest of it is, nobody
+		 * knows, so nothing about it is changed. (A write to a file with too few
+		 * clusters would also be counted by fsck.fat differently from the FAT.) */
+		n->size_mismatch = true;
+		vo_warn("%s: the size of '%s' (%u bytes) disagrees with its %u clusters: it can be "
+			"read but not changed; run fsck.fat", vo_block_name(vol->dev), nm->name,
+			le32(n->de + DE_SIZE), n->ext.total);
 	}
 	n->ino = vol_ino_for(vol, dir, slot, n->de);
 	n->refs = 1;
@@ -348,13 +366,88 @@ static void list_dirty(struct fat_volume *vol, struct fat_node *d)
 	d->dirty_listed = true;
 }
 
-void vol_node_store(struct fat_volume *vol, struct fat_node *n)
+int vol_node_store(struct fat_volume *vol, struct fat_node *n)
 {
 	if (n->deleted || !n->parent || !n->parent->dir)
-		return;
+		return 0;
+	if (n->parent->chain_shared)
+		return -EIO;
 	memcpy(fat_dir_slot(n->parent->dir, n->slot), n->de, FAT_ENTRY_SIZE);
 	fat_dir_mark_dirty(n->parent->dir, n->slot, 1);
 	list_dirty(vol, n->parent);
+	return 0;
+}
+
+int vol_node_changeable(const struct fat_node *n)
+{
+	if (n->chain_bad || n->chain_shared || n->size_mismatch ||
+	    (n->parent && n->parent->chain_shared))
+		return -EIO;
+	return 0;
+}
+
+/* Bytes [lo, hi) of the FAT to one copy on disk. A block in which the copies disagreed at
+ * mount goes to the copy in use only (see compare_fat_copies). */
+static int write_fat_range(struct fat_volume *vol, uint32_t copy, size_t lo, size_t hi)
+{
+	uint64_t at = vol->g.fat_offset + copy * vol->g.fat_size;
+	if (copy == vol->g.active_fat || !vol->fat_differs)
+		return dev_write(vol, vol->fat.raw + lo, hi - lo, at + lo);
+	size_t pos = lo;
+	while (pos < hi) {
+		size_t b = pos / FAT_DIRTY_BLOCK, end = (b + 1) * FAT_DIRTY_BLOCK;
+		if (end > hi)
+			end = hi;
+		bool skip = vol->fat_differs[b / 8] & (1u << (b % 8));
+		if (!skip) {
+			int r = dev_write(vol, vol->fat.raw + pos, end - pos, at + pos);
+			if (r < 0)
+				return r;
+		}
+		pos = end;
+	}
+	return 0;
+}
+
+/* Where the other FAT copies disagree with the one in use, block by block: damage (a sector
+ * lost in one copy) or a crash between the writes of two copies. Writing the block in use over
+ * every copy, as Linux does, would spread a damaged sector over the good copies that fsck.fat
+ * repairs it from, so such blocks are written to the copy in use only. Read-write mounts of
+ * mirrored FATs only; a copy that cannot be read counts as disagreeing everywhere. */
+static int compare_fat_copies(struct fat_volume *vol)
+{
+	if (!vol->g.mirrored || vol->g.nfats < 2)
+		return 0;
+	size_t len = (size_t)vol->g.fat_used;
+	size_t nblocks = (len + FAT_DIRTY_BLOCK - 1) / FAT_DIRTY_BLOCK;
+	uint8_t *copy = malloc(len);
+	uint8_t *differs = calloc(nblocks / 8 + 1, 1);
+	if (!copy || !differs) {
+		free(copy);
+		free(differs);
+		return -ENOMEM;
+	}
+	bool any = false;
+	for (uint32_t i = 0; i < vol->g.nfats; i++) {
+		if (i == vol->g.active_fat)
+			continue;
+		uint64_t at = vol->g.fat_offset + i * vol->g.fat_size;
+		bool unreadable = dev_read(vol, copy, len, at) < 0;
+		for (size_t b = 0; b < nblocks; b++) {
+			size_t lo = b * FAT_DIRTY_BLOCK, n = len - lo < FAT_DIRTY_BLOCK ? len - lo
+										  : FAT_DIRTY_BLOCK;
+			if (unreadable || memcmp(copy + lo, vol->fat.raw + lo, n) != 0) {
+				differs[b / 8] |= (uint8_t)(1u << (b % 8));
+				any = true;
+			}
+		}
+	}
+	free(copy);
+	if (any)
+		vol->fat_differs = differs;
+	else
+		free(differs);
+	return 0;
 }
 
 /* Write everything changed since the last write-back: directories first, then every FAT copy.
@@ -377,11 +470,12 @@ int vol_writeback(struct fat_volume *vol)
 	}
 	vol->ndirty = 0;
 	while (fat_table_take_dirty(&vol->fat, &lo, &hi)) {
-		for (uint32_t i = 0; i < vol->g.nfats; i++) {
+		if (hi > vol->g.fat_used)
+			hi = vol->g.fat_used; /* the padding past the last entry is not on disk */
+		for (uint32_t i = 0; i < vol->g.nfats && lo < hi; i++) {
 			if (!vol->g.mirrored && i != vol->g.active_fat)
 				continue;
-			int r = dev_write(vol, vol->fat.raw + lo, hi - lo,
-					  vol->g.fat_offset + i * vol->g.fat_size + lo);
+			int r = write_fat_range(vol, i, lo, hi);
 			if (r < 0 && result == 0)
 				result = r;
 		}
@@ -429,7 +523,7 @@ static void free_deleted(struct fat_volume *vol, struct fat_node *n)
 {
 	pend_remove(vol, n);
 	n->released = true;
-	if (n->ext.total == 0 || n->chain_bad)
+	if (n->ext.total == 0 || n->chain_bad || n->chain_shared || n->size_mismatch)
 		return; /* never free what a broken chain points at: it may belong to others */
 	fat_free_extents(&vol->fat, &n->ext);
 	fat_extents_reset(&n->ext);
@@ -447,7 +541,8 @@ void vol_release_deleted(struct fat_volume *vol, struct fat_node *n)
 	if (!n->deleted || n->nopen || n->released)
 		return;
 	if (!n->is_dir && n->nlookup) {
-		if (!n->pending && n->ext.total && !n->chain_bad) {
+		if (!n->pending && n->ext.total && !n->chain_bad && !n->chain_shared &&
+		    !n->size_mismatch) {
 			n->pending = true;
 			n->pend_prev = NULL;
 			n->pend_next = vol->pending;
@@ -467,7 +562,7 @@ void vol_node_reopened(struct fat_volume *vol, struct fat_node *n)
 
 uint32_t vol_free_clusters(const struct fat_volume *vol)
 {
-	uint64_t n = vol->fat.free_count;
+	uint64_t n = fat_table_takeable(&vol->fat);
 	for (const struct fat_node *p = vol->pending; p; p = p->pend_next)
 		n += p->ext.total;
 	return n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
@@ -576,6 +671,19 @@ static int write_state(struct fat_volume *vol, bool dirty)
 	return r < 0 ? r : r2;
 }
 
+/* The free count FSInfo gets. As Linux does, the count FSInfo had at mount is kept up to date
+ * by what changed since, not replaced by the FAT's: on a damaged volume they differ (lost
+ * clusters are used in the FAT, free in fsck.fat's count once it reclaims them), and
+ * overwriting the count would add a problem to fsck's report that the damage did not make.
+ * A missing or impossible count is replaced by the FAT's. */
+static uint32_t fsinfo_count(const struct fat_volume *vol)
+{
+	if (vol->fsinfo_free > vol->g.cluster_count)
+		return vol->fat.free_count;
+	int64_t n = (int64_t)vol->fsinfo_free + vol->fat.free_count - vol->free_at_mount;
+	return n < 0 ? 0 : n > vol->g.cluster_count ? vol->g.cluster_count : (uint32_t)n;
+}
+
 static int write_fsinfo(struct fat_volume *vol)
 {
 	if (vol->g.type != FAT32 || !vol->g.fsinfo_sector || vol->readonly)
@@ -588,13 +696,69 @@ static int write_fsinfo(struct fat_volume *vol)
 	int r = dev_read(vol, sec, ss, off);
 	struct fat_fsinfo fi;
 	if (r == 0 && fat_fsinfo_parse(sec, ss, &fi) == 0) {
-		fi.free_count = vol->fat.free_count;
-		fi.next_free = vol->fat.next_free;
+		fi.free_count = fsinfo_count(vol);
+		/* the last cluster allocated, as the specification and Linux keep the hint (and
+		 * mkfs.fat, whose 2 is the root's cluster); "unknown" when there is none */
+		fi.next_free = vol->fat.last_alloc ? vol->fat.last_alloc : FSINFO_UNKNOWN;
 		fat_fsinfo_update(sec, &fi);
 		r = dev_write(vol, sec, ss, off);
 	}
 	free(sec);
 	return r;
+}
+
+/* Does a FAT copy start as every FAT does: entry 0 all ones above the media byte? */
+static bool fat0_ok(const struct fat_volume *vol, const uint8_t *raw)
+{
+	switch (vol->g.type) {
+	case FAT12:
+		return (le16(raw) & 0xF00) == 0xF00;
+	case FAT16:
+		return (le16(raw) & 0xFF00) == 0xFF00;
+	case FAT32:
+	default:
+		return (le32(raw) & 0x0FFFFF00) == 0x0FFFFF00;
+	}
+}
+
+/* The first FAT copy read (raw, len bytes) does not start as a FAT does while another copy
+ * does: use that one instead, as fsck.fat does ("FATs differ - using second FAT"), so that the
+ * driver and the checker see one volume. Returns whether raw now holds another copy. */
+static bool pick_fat_copy(struct fat_volume *vol, uint8_t *raw, size_t len)
+{
+	if (!vol->g.mirrored || vol->g.nfats < 2 || fat0_ok(vol, raw))
+		return false;
+	uint8_t *other = malloc(len);
+	bool found = false;
+	for (uint32_t i = 0; other && i < vol->g.nfats && !found; i++) {
+		if (i == vol->g.active_fat ||
+		    dev_read(vol, other, len, vol->g.fat_offset + i * vol->g.fat_size) < 0 ||
+		    !fat0_ok(vol, other))
+			continue;
+		memcpy(raw, other, len);
+		vol->g.active_fat = i;
+		found = true;
+	}
+	free(other);
+	return found;
+}
+
+static int claims_read(void *ctx, void *buf, size_t len, uint64_t off)
+{
+	return dev_read(ctx, buf, len, off);
+}
+
+/* Before a read-write mount serves: which clusters two chains claim, or a chain claims while
+ * the FAT calls them free (fat_claims.h). The allocator never takes the latter; nodes whose
+ * chains hold either are read-only. */
+static int find_cross_links(struct fat_volume *vol)
+{
+	int r = fat_claims_scan(&vol->claims, &vol->fat, &vol->g, claims_read, vol);
+	if (r < 0)
+		return r;
+	vol->fat.avoid = vol->claims.hands_off;
+	vol->fat.avoid_free = vol->claims.claimed_free;
+	return 0;
 }
 
 static struct fat_volume *open_fail(struct fat_volume *vol, char *why, size_t whylen,
@@ -608,6 +772,8 @@ static struct fat_volume *open_fail(struct fat_volume *vol, char *why, size_t wh
 	va_end(ap);
 	if (vol->root)
 		node_destroy(vol, vol->root);
+	fat_claims_free(&vol->claims);
+	free(vol->fat_differs);
 	fat_table_free(&vol->fat);
 	free(vol->boot);
 	pthread_mutex_destroy(&vol->lock);
@@ -657,6 +823,7 @@ struct fat_volume *fat_volume_open(struct vo_block *dev, const struct fat_mount_
 	memcpy(vol->boot, head, vol->g.sector_size);
 	memset(raw + fat_bytes, 0, 4);
 	r = dev_read(vol, raw, fat_bytes, vol->g.fat_offset + vol->g.active_fat * vol->g.fat_size);
+	bool other_copy = r == 0 && pick_fat_copy(vol, raw, fat_bytes);
 	if (r < 0 || fat_table_init(&vol->fat, vol->g.type, vol->g.cluster_count, raw,
 				    fat_bytes + 4) < 0) {
 		free(raw);
@@ -664,6 +831,8 @@ struct fat_volume *fat_volume_open(struct vo_block *dev, const struct fat_mount_
 				 strerror(r < 0 ? -r : EINVAL));
 	}
 
+	vol->free_at_mount = vol->fat.free_count;
+	vol->fsinfo_free = FSINFO_UNKNOWN;
 	if (vol->g.type == FAT32 && vol->g.fsinfo_sector) {
 		uint8_t *sec = malloc(vol->g.sector_size);
 		struct fat_fsinfo fi;
@@ -671,12 +840,18 @@ struct fat_volume *fat_volume_open(struct vo_block *dev, const struct fat_mount_
 				    (uint64_t)vol->g.fsinfo_sector * vol->g.sector_size) == 0 &&
 		    fat_fsinfo_parse(sec, vol->g.sector_size, &fi) == 0) {
 			vol->fsinfo_free = fi.free_count;
-			/* the free count we trust is the one we counted; the hint is only a hint */
-			if (fat_valid_cluster(&vol->fat, fi.next_free))
-				vol->fat.next_free = fi.next_free;
+			/* the free count we trust is the one we counted (FSInfo's is only kept
+			 * up to date, see fsinfo_count); the hint is only a hint
+			 * (one outside the volume is ignored: the search starts at cluster 2) */
+			fat_table_set_hint(&vol->fat, fi.next_free);
 		}
 		free(sec);
 	}
+
+	if (!vol->readonly && ((r = find_cross_links(vol)) < 0 ||
+				(r = compare_fat_copies(vol)) < 0))
+		return open_fail(vol, why, whylen, "cannot check the cluster chains: %s",
+				 strerror(-r));
 
 	struct fat_node *root = node_new(vol);
 	if (!root)
@@ -691,15 +866,16 @@ struct fat_volume *fat_volume_open(struct vo_block *dev, const struct fat_mount_
 	    fat_chain_extents(&vol->fat, vol->g.root_cluster, &root->ext) < 0)
 		return open_fail(vol, why, whylen,
 				 "the root directory's cluster chain is broken (run fsck.fat)");
+	root->chain_shared = fat_claims_touch(&vol->claims, &root->ext);
 	r = vol_load_dir(vol, root);
 	if (r < 0)
 		return open_fail(vol, why, whylen, "cannot read the root directory: %s",
 				 strerror(-r));
 
-	vol->was_dirty = vol->boot[vol->g.state_offset] & FAT_STATE_DIRTY;
-	if (vol->was_dirty)
-		vo_warn("%s was not cleanly unmounted: some data may be damaged; run fsck.fat",
-			vo_block_name(dev));
+	/* dirty by either mark, as fsck.fat reads them: the boot sector's flag, or the
+	 * clean-shutdown bit of FAT[1] cleared (FAT16 and FAT32) */
+	vol->was_dirty = (vol->boot[vol->g.state_offset] & FAT_STATE_DIRTY) ||
+			 (clean_bit(vol) && !(raw_fat1(vol) & clean_bit(vol)));
 	if (!vol->readonly && !vol->was_dirty) {
 		r = write_state(vol, true);
 		if (r < 0)
@@ -707,6 +883,18 @@ struct fat_volume *fat_volume_open(struct vo_block *dev, const struct fat_mount_
 					 strerror(-r));
 		vol->state_set = true;
 	}
+	/* (said once the mount is sure to go ahead: a refusal is one line) */
+	if (other_copy)
+		vo_warn("%s: the first FAT is damaged (entry 0 is wrong): FAT copy %u is used, as "
+			"fsck.fat does; run fsck.fat", vo_block_name(vol->dev),
+			vol->g.active_fat + 1);
+	if (vol->claims.contested || vol->claims.claimed_free)
+		vo_warn("%s: %u clusters are claimed by two chains and %u free ones by a chain: "
+			"what holds them is read-only and they are never allocated; run fsck.fat",
+			vo_block_name(vol->dev), vol->claims.contested, vol->claims.claimed_free);
+	if (vol->was_dirty)
+		vo_warn("%s was not cleanly unmounted: some data may be damaged; run fsck.fat",
+			vo_block_name(dev));
 	if (!vol->readonly && vol->opt.commit) {
 		pthread_cond_init(&vol->flusher_cond, NULL);
 		if (pthread_create(&vol->flusher, NULL, flusher_main, vol) == 0)
@@ -763,6 +951,8 @@ int fat_volume_close(struct fat_volume *vol)
 	}
 	while (vol->nodes)
 		node_destroy(vol, vol->nodes);
+	fat_claims_free(&vol->claims);
+	free(vol->fat_differs);
 	fat_table_free(&vol->fat);
 	fat_u64map_free(&vol->ino_by_loc);
 	fat_u64map_free(&vol->loc_by_ino);

@@ -21,6 +21,7 @@
 
 #include "block.h"
 #include "fat_bpb.h"
+#include "fat_claims.h"
 #include "fat_dir.h"
 #include "fat_names.h"
 #include "fat_table.h"
@@ -61,6 +62,11 @@ struct fat_node {
 	bool pending;            /* on vol->pending (see vol_release_deleted) */
 	struct fat_node *pend_prev, *pend_next;
 	bool chain_bad;          /* its cluster chain is broken: data access gives EIO */
+	bool chain_shared;       /* its chain holds a cluster something else claims too
+				    (fat_claims.h): it reads, but every change gives EIO */
+	bool size_mismatch;      /* a file whose chain is longer or shorter than its size
+				    needs: it reads (up to the size, as far as the chain
+				    goes), but every change gives EIO */
 	bool dirty_listed;       /* on vol->dirty_dirs */
 	uint8_t de[FAT_ENTRY_SIZE]; /* its short entry; the copy in the parent follows it */
 	struct fat_extents ext;  /* its clusters */
@@ -73,6 +79,9 @@ struct fat_volume {
 	struct vo_block *dev;
 	struct fat_geometry g;
 	struct fat_table fat;
+	struct fat_claims claims; /* read-write: the clusters to keep hands off */
+	uint8_t *fat_differs;     /* read-write: FAT blocks whose copies disagreed at mount (one
+				     bit per FAT_DIRTY_BLOCK), NULL when none did */
 	struct fat_codepage cp;
 	struct fat_mount_options opt;
 	pthread_mutex_t lock;
@@ -81,7 +90,8 @@ struct fat_volume {
 	bool was_dirty;          /* not cleanly unmounted before: leave the flag for fsck */
 	bool state_set;          /* we set the dirty flag and owe clearing it */
 	uint8_t *boot;           /* the boot sector as read (sector_size bytes) */
-	uint32_t fsinfo_free;    /* what FSInfo said at mount (for the unit tests and debug) */
+	uint32_t fsinfo_free;    /* what FSInfo said at mount (FSINFO_UNKNOWN: nothing valid) */
+	uint32_t free_at_mount;  /* what the FAT said at mount */
 	struct fat_u64map ino_by_loc, loc_by_ino; /* renamed files keep their inode number */
 	uint64_t next_ino;       /* for numbers the location cannot give */
 	pthread_t flusher;       /* writes metadata back every opt.commit seconds */
@@ -134,8 +144,14 @@ int vol_commit(struct fat_volume *vol);
 int vol_writeback(struct fat_volume *vol);
 /* A directory's entries changed (fat_dir_* calls): put it on the commit list. */
 void vol_dir_changed(struct fat_volume *vol, struct fat_node *dir);
-/* Copy n->de into its parent's directory and mark it for the commit. */
-void vol_node_store(struct fat_volume *vol, struct fat_node *n);
+/* Copy n->de into its parent's directory and mark it for the commit. -EIO (and nothing
+ * stored) when the parent directory shares clusters with something else: writing the entry
+ * would change that other file's or directory's bytes. */
+int vol_node_store(struct fat_volume *vol, struct fat_node *n);
+/* May n's clusters and its entry be changed? 0, or -EIO when its chain is broken, shares
+ * clusters or disagrees with its size, or when its entry lies in a directory that shares
+ * clusters. */
+int vol_node_changeable(const struct fat_node *n);
 /* Stamp times on a short entry: mask of FAT_TIME_* with the current time. */
 #define FAT_TIME_M 1 /* modification */
 #define FAT_TIME_A 2 /* access (date only) */

@@ -40,7 +40,8 @@ struct iso_options {
 	bool map_off;       /* map=off: plain ISO 9660 names as recorded ("FILE.TXT;1") */
 	char check;         /* 'r' relaxed (case-insensitive lookup), 's' strict, 0 = default:
 	                       relaxed for Joliet, strict otherwise (as Linux) */
-	unsigned session;   /* 1-based session to mount; 0 = the last one */
+	unsigned session;   /* 1-based session to mount (the option's session=N is N + 1);
+			       0 = the last one */
 	bool has_sbsector;  /* sbsector=N: the session starts at block N */
 	uint32_t sbsector;
 	/* Owner and permissions for trees without Rock Ridge. */

@@ -6,8 +6,8 @@
  * relocated below rr_moved put back in place through CL/PL/RE); Joliet when there is no Rock
  * Ridge or with -o norock; zisofs (version 1 and zisofs2 with zlib) inflated on the fly; any
  * session of a multi-session image (the last one by default). The kernel's isofs options keep
- * their names and meanings: norock, nojoliet, map=, check=, session=, sbsector=, uid=, gid=,
- * mode=, dmode=.
+ * their names and meanings: norock, nojoliet, map=, check=, session= (counted from 0, as isofs
+ * counts them), sbsector=, uid=, gid=, mode=, dmode=.
  *
  * What it leaves out, and why:
  *  - writing: ISO 9660 is a mastering format; every change answers EROFS and the mount is ro;
@@ -42,6 +42,11 @@ struct cfg {
 };
 
 #define NO_SBSECTOR UINT_MAX
+#define NO_SESSION UINT_MAX
+/* session=N counts from 0 (the oldest session), as the kernel's isofs does (it asks a CD's
+ * table of contents for track N + 1), and like it takes 0 to 98. xorriso -toc numbers the same
+ * sessions from 1. */
+#define MAX_SESSION 98u
 
 static const struct vo_opt options[] = {
 	{ "norock", VO_OPT_FLAG, offsetof(struct cfg, norock), 1, 0, NULL, NULL,
@@ -53,7 +58,8 @@ static const struct vo_opt options[] = {
 	{ "check", VO_OPT_STRING, offsetof(struct cfg, check), 0, 0, NULL, "relaxed|strict",
 	  "lookups ignore case (relaxed: the default for Joliet) or not (strict)" },
 	{ "session", VO_OPT_UINT, offsetof(struct cfg, session), 0, 1, NULL, "N",
-	  "mount session N of a multi-session image (1 = the oldest; default: the last)" },
+	  "mount session N of a multi-session image (0 = the oldest, as isofs; default: the "
+	  "last)" },
 	{ "sbsector", VO_OPT_UINT, offsetof(struct cfg, sbsector), 0, 1, NULL, "BLOCK",
 	  "mount the session whose volume starts at this 2048-byte block" },
 	{ "uid", VO_OPT_UINT, offsetof(struct cfg, uid), 0, 0, NULL, "UID",
@@ -97,8 +103,14 @@ static bool parse_choice(const char *opt, const char *value, const char *a, cons
 static int iso_start(void *cfgp, struct vo_cmdline *cl, void **statep)
 {
 	struct cfg *c = cfgp;
+	if (c->session != NO_SESSION && c->session > MAX_SESSION) {
+		vo_error("invalid value '%u' for option 'session' (0 to %u: sessions count from 0, "
+			 "as the kernel's isofs counts them)", c->session, MAX_SESSION);
+		return VO_EXIT_USAGE;
+	}
 	struct iso_options o = {
-		.norock = c->norock, .nojoliet = c->nojoliet, .session = c->session,
+		.norock = c->norock, .nojoliet = c->nojoliet,
+		.session = c->session == NO_SESSION ? 0 : c->session + 1,
 		.has_sbsector = c->sbsector != NO_SBSECTOR, .sbsector = c->sbsector,
 		.uid = c->uid, .gid = c->gid, .fmode = c->mode, .dmode = c->dmode,
 	};
@@ -163,7 +175,7 @@ static const struct vo_daemon_ops ops = {
 int main(int argc, char **argv)
 {
 	struct cfg cfg = {
-		.sbsector = NO_SBSECTOR,
+		.sbsector = NO_SBSECTOR, .session = NO_SESSION,
 		.uid = getuid(), .gid = getgid(),
 		.mode = 0555, .dmode = 0555,
 	};

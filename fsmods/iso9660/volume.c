@@ -135,8 +135,10 @@ static int choose_session(struct iso_image *img, char *err, size_t errlen)
 	unsigned want = img->opt.session ? img->opt.session : c.count;
 	if (want > c.count) {
 		free(c.starts);
-		return fail(err, errlen, -EINVAL, "session %u does not exist (the image has %u)",
-			    want, c.count);
+		/* in the option's terms: session=N counts from 0 */
+		return fail(err, errlen, -EINVAL, "session=%u does not exist (the image has %u "
+			    "session%s: session=0 to session=%u)", want - 1, c.count,
+			    c.count == 1 ? "" : "s", c.count - 1);
 	}
 	img->session_start = c.starts[want - 1];
 	img->session_index = want;

@@ -159,6 +159,41 @@ class Image:
     def state(self):
         return self.read(self.state_offset, 1)[0]
 
+    def clean_shutdown_bits(self):
+        """The clean-shutdown bit of FAT[1] (FAT16 0x8000, FAT32 0x08000000) in each FAT copy:
+        set means cleanly unmounted, as the specification and fsck.fat read it."""
+        bit, fmt = (0x8000, "<H") if self.type == 16 else (0x08000000, "<I")
+        return [bool(struct.unpack(fmt, self.read(self.fat_entry_offset(1, c), 2 if self.type == 16
+                                                  else 4))[0] & bit) for c in range(self.nfats)]
+
+    def chain(self, first):
+        """The clusters of the chain that starts at first (FAT16/32)."""
+        out, c = [], first
+        while 2 <= c < self.clusters + 2 and c not in out:
+            out.append(c)
+            c = self.get_fat(c) & 0x0FFFFFFF
+        return out
+
+    def fsinfo(self):
+        """FAT32: (free count, next-free hint) of the FSInfo sector."""
+        sector = struct.unpack_from("<H", self.read(48, 2))[0]
+        return struct.unpack_from("<II", self.read(sector * self.bps + 488, 8))
+
+    def set_fsinfo(self, free=None, hint=None):
+        sector = struct.unpack_from("<H", self.read(48, 2))[0]
+        if free is not None:
+            self.write(sector * self.bps + 488, struct.pack("<I", free))
+        if hint is not None:
+            self.write(sector * self.bps + 492, struct.pack("<I", hint))
+
+    def free_clusters(self):
+        """Free entries of the first FAT (FAT16/32)."""
+        raw = self.read(self.fat_offset, self.fatsz * self.bps)
+        width = self.type // 8
+        n = self.clusters + 2
+        values = struct.unpack_from(f"<{n}{'H' if width == 2 else 'I'}", raw)
+        return sum(1 for v in values[2:] if v & 0x0FFFFFFF == 0)
+
 
 def sha(path):
     import hashlib

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from conftest import diff_r, make_fat, make_tree, run
-from fatlib import Image, assert_clean, fatvol, mtools  # noqa: F401
+from fatlib import Image, assert_clean, fatvol, fsck, mtools  # noqa: F401
 
 
 def small_tree(root, nfiles, seed):
@@ -20,7 +20,8 @@ def small_tree(root, nfiles, seed):
 
 def mcopy_out(img, dest):
     dest.mkdir()
-    entries = [l.split("/")[-1] for l in mtools("mdir", "-b", "-i", img, "::").stdout.split()]
+    entries = [l.split("/")[-1] for l in mtools("mdir", "-b", "-i", img, "::").stdout.splitlines()
+               if l.strip()]
     for e in entries:
         mtools("mcopy", "-s", "-n", "-i", img, f"::{e}", dest)
     return dest
@@ -49,6 +50,72 @@ def test_tree_copied_in_compares_equal_and_mtools_agrees(fatvol, rtmp, fat, size
     assert diff_r(src, v.path) == ""  # after a remount: from the image, not from caches
     v.unmount()
     assert diff_r(src, mcopy_out(v.img, rtmp / "out")) == ""
+
+
+def name_tree(root, nfiles, seed):
+    """A tree that is mostly names: nfiles small files with long (up to 255 bytes), UTF-8
+    (Cyrillic, Greek, CJK, accents), mixed-case and plain 8.3 names, in 40
+    directories up to five deep and one directory of a quarter of them (its long-name entries
+    run over many clusters). Names are unique ignoring case, as FAT needs."""
+    import random
+    rnd = random.Random(seed)
+    root.mkdir()
+    dirs = [root]
+    for i in range(40):
+        parent = rnd.choice([d for d in dirs if len(d.relative_to(root).parts) < 5])
+        d = parent / rnd.choice([f"Dir {i}", f"каталог-{i}", f"DIR{i:05d}",
+                                 f"Ordner Nummer {i}"])
+        d.mkdir()
+        dirs.append(d)
+    crowded = root / "A crowded directory"
+    crowded.mkdir()
+    # (no characters beyond the BMP: mtools, the oracle here, shows them as "__"; the names
+    # tests cover them)
+    words = ["alpha", "Beta", "GAMMA", "délta", "эпсилон", "ζήτα", "東京", "x" * 20]
+    for i in range(nfiles):
+        kind = i % 5
+        if kind == 0:  # up to 255 bytes of UTF-8 (what the source file system holds)
+            stem, tail = " ".join(rnd.choice(words) for _ in range(60)), f" {i}.txt"
+            room = rnd.randrange(60, 256 - len(tail))
+            while len(stem.encode()) > room:
+                stem = stem[:-1]
+            name = stem.strip() + tail
+        elif kind == 1:
+            name = f"файл-{i}-日本語-été-{rnd.choice(words)}.dat"
+        elif kind == 2:
+            name = f"MixedCase_File{i}.TxT"
+        elif kind == 3:
+            name = f"F{i:07d}.DAT"
+        else:
+            name = f"lower{i}.bin"
+        d = crowded if i % 4 == 0 else rnd.choice(dirs)
+        (d / name).write_bytes(rnd.randbytes(rnd.choice([0, 1, 100, 700, 2000, 5000])))
+    return root
+
+
+@pytest.mark.parametrize("fat, size, spc", [(32, "128M", 1), (16, "64M", 4)])
+def test_thousands_of_files_with_long_and_utf8_names_copied_in_and_compared(fatvol, rtmp, fat,
+                                                                            size, spc):
+    import random
+    src = name_tree(rtmp / "src", 2000, seed=fat)
+    v = fatvol(fat=fat, size=size, cluster_sectors=spc)
+    run(["cp", "-r", f"{src}/.", v.path])
+    assert diff_r(src, v.path) == ""
+    v.check()
+    v.start(("ro",))
+    assert diff_r(src, v.path) == ""  # from the image: names, case and contents
+    v.unmount()
+    # mtools reads the same tree: every path (one listing: copying 2000 files out with mcopy
+    # takes half a minute) and the contents of a sample
+    listed = {l[3:].rstrip("/") for l in mtools("mdir", "-/", "-b", "-i", v.img, "::").stdout
+              .splitlines() if l.startswith("::/")}
+    paths = {str(p.relative_to(src)) for p in src.rglob("*")}
+    assert listed == paths, sorted(listed ^ paths)[:10]
+    files = sorted(p for p in paths if (src / p).is_file())
+    env = dict(os.environ, MTOOLS_SKIP_CHECK="1", LC_ALL="C.UTF-8")
+    for p in random.Random(fat).sample(files, 40):
+        r = subprocess.run(["mtype", "-i", str(v.img), f"::{p}"], capture_output=True, env=env)
+        assert r.stdout == (src / p).read_bytes(), p
 
 
 @pytest.mark.parametrize("fat", [12, 32])
@@ -109,29 +176,79 @@ def test_files_we_write_mtools_reads_with_the_same_names(fatvol, rtmp):
     v.check()
 
 
+def first_cluster(im, sfn):
+    return im.entry_cluster(im.find_short(sfn))
+
+
 def test_fsinfo_counters_and_both_fat_copies_are_kept(fatvol, rtmp):
-    import struct
-    v = fatvol(fat=32, size="64M")
+    """FSInfo's free count is the FAT's, and its next-free hint is the last cluster allocated,
+    as the specification describes it and Linux keeps it (mkfs.fat writes 2, the root's
+    cluster): a mount that frees clusters leaves the hint where the last allocation was."""
+    v = fatvol(fat=32, size="64M", cluster_sectors=1)
     im = Image(v.img)
-    (v.path / "a").write_bytes(os.urandom(700_000))
-    (v.path / "d").mkdir()
-    (v.path / "b").write_bytes(os.urandom(5_000))
-    os.unlink(v.path / "a")
+    assert im.fsinfo()[1] == 2  # mkfs.fat: the root directory's cluster
+    (v.path / "A.BIN").write_bytes(os.urandom(700_000))
+    v.check()
+    chain_a = im.chain(first_cluster(im, b"A       BIN"))
+    assert len(chain_a) == -(-700_000 // 512)
+    assert im.fsinfo() == (im.free_clusters(), chain_a[-1])
+    v.start()
+    (v.path / "D").mkdir()
+    (v.path / "B.BIN").write_bytes(os.urandom(5_000))
+    os.unlink(v.path / "A.BIN")
     free_mounted = os.statvfs(v.path).f_bfree
     v.check()
-    fsinfo = im.read(1 * im.bps, 512)
-    assert fsinfo[:4] == b"RRaA" and fsinfo[484:488] == b"rrAa"
-    free_count, next_free = struct.unpack_from("<II", fsinfo, 488)
-    assert free_count == free_mounted
-    assert 2 <= next_free < im.clusters + 2
+    chain_b = im.chain(first_cluster(im, b"B       BIN"))
+    assert chain_b[0] > first_cluster(im, b"D          ")  # allocated after D's cluster
+    assert im.fsinfo() == (free_mounted, chain_b[-1])  # the unlink did not move the hint
+    assert free_mounted == im.free_clusters()
     fat_bytes = im.fatsz * im.bps
     assert im.read(im.fat_offset, fat_bytes) == im.read(im.fat_offset + fat_bytes, fat_bytes)
-    # FSInfo claims are never trusted: a wrong free count is recounted at the next mount
-    im.write(1 * im.bps + 488, struct.pack("<I", 12345))
-    v.start()
-    assert os.statvfs(v.path).f_bfree == free_mounted
-    (v.path / "c").write_bytes(b"c")
+
+
+@pytest.mark.parametrize("hint", [0xFFFFFFFF, 0, 1, 0x0FFFFFF0, "past-the-end"])
+def test_a_next_free_hint_outside_the_volume_is_ignored(fatvol, rtmp, hint):
+    img = make_fat(rtmp / "h.img", fat=32, size="64M", cluster_sectors=1)
+    im = Image(img)
+    im.set_fsinfo(hint=im.clusters + 2 if hint == "past-the-end" else hint)
+    v = fatvol(img=img)
+    (v.path / "F.BIN").write_bytes(os.urandom(3000))
     v.check()
+    chain = im.chain(first_cluster(im, b"F       BIN"))
+    assert chain == list(range(3, 3 + len(chain)))
+    assert im.fsinfo()[1] == chain[-1]
+
+
+def test_a_valid_next_free_hint_is_where_the_search_starts(fatvol, rtmp):
+    img = make_fat(rtmp / "h.img", fat=32, size="64M", cluster_sectors=1)
+    im = Image(img)
+    im.set_fsinfo(hint=1000)  # as if clusters up to 1000 had been allocated last
+    v = fatvol(img=img)
+    (v.path / "F.BIN").write_bytes(os.urandom(3000))
+    v.check()
+    chain = im.chain(first_cluster(im, b"F       BIN"))
+    assert chain == list(range(1001, 1001 + 6))
+    assert im.fsinfo()[1] == 1006
+
+
+def test_a_wrong_fsinfo_free_count_is_not_trusted_nor_made_worse(fatvol, rtmp):
+    """The free count is the driver's own (statfs counts the FAT); FSInfo's count moves by
+    exactly what the mount changed, as Linux keeps it: on a damaged volume fsck.fat's count
+    (which reclaims lost clusters) is not the FAT's, and overwriting it would add a problem
+    the damage did not make. A count that was wrong stays wrong by as much, for fsck.fat."""
+    img = make_fat(rtmp / "w.img", fat=32, size="64M", cluster_sectors=1)
+    im = Image(img)
+    im.set_fsinfo(free=12345)
+    status, before = fsck(img)
+    assert "Free cluster summary wrong (12345 vs. really" in before
+    v = fatvol(img=img)
+    assert os.statvfs(v.path).f_bfree == im.free_clusters()
+    (v.path / "C.BIN").write_bytes(os.urandom(10 * 512))
+    v.unmount()
+    assert im.fsinfo()[0] == 12345 - 10
+    status, after = fsck(img)
+    assert [l for l in after.splitlines() if l.startswith("Free cluster summary")] == [
+        f"Free cluster summary wrong ({12345 - 10} vs. really {im.free_clusters()})"]
 
 
 def test_maximum_file_size_is_4_gib_minus_1(fatvol):

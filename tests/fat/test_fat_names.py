@@ -53,11 +53,35 @@ def test_255_character_utf8_names(fatvol):
                               "backslash", "tab", "trailing-space"])
 def test_forbidden_names_are_einval(fatvol, bad):
     v = fatvol(fat=16, size="16M")
-    for make in (lambda p: p.write_bytes(b""), lambda p: p.mkdir()):
+    (v.path / "ok.txt").write_bytes(b"stays")
+    (v.path / "ok dir").mkdir()
+    for make in (lambda p: p.write_bytes(b""), lambda p: p.mkdir(),
+                 lambda p: os.rename(v.path / "ok.txt", p),     # a rename to it, as Linux vfat
+                 lambda p: os.rename(v.path / "ok dir", p)):
         with pytest.raises(OSError) as e:
             make(v.path / bad)
         assert e.value.errno == errno.EINVAL
-    assert os.listdir(v.path) == []
+    assert sorted(os.listdir(v.path)) == ["ok dir", "ok.txt"]
+    assert (v.path / "ok.txt").read_bytes() == b"stays"
+    v.check()
+
+
+@pytest.mark.parametrize("name", ["\U0001F600" * 128, "a" * 254 + "\U0001F600"],
+                         ids=["128-emoji", "255-characters"])
+def test_names_of_more_than_255_utf16_units_are_too_long(fatvol, name):
+    """A long name holds 255 UTF-16 units: a character beyond the BMP takes two (a surrogate
+    pair), so 255 characters can be too many. ENAMETOOLONG, as Linux vfat."""
+    assert len(name.encode("utf-16-le")) // 2 == 256
+    v = fatvol(fat=32)
+    (v.path / "file").write_bytes(b"x")
+    for make in (lambda p: p.write_bytes(b""), lambda p: p.mkdir(),
+                 lambda p: os.rename(v.path / "file", p)):
+        with pytest.raises(OSError) as e:
+            make(v.path / name)
+        assert e.value.errno == errno.ENAMETOOLONG
+    fits = name[1:]  # one character less: 254 or 255 units, which fit
+    os.rename(v.path / "file", v.path / fits)
+    assert os.listdir(v.path) == [fits]
     v.check()
 
 
@@ -198,3 +222,14 @@ def test_bad_lfn_checksum_shows_the_short_name(fatvol, rtmp):
     assert os.listdir(v.path) == ["ALONGN~1.TXT"]
     assert (v.path / "ALONGN~1.TXT").read_bytes() == open("/etc/hostname", "rb").read()
     v.unmount()
+
+
+@pytest.mark.parametrize("opt", ["iocharset=utf8", "utf8", "utf8=1"])
+def test_utf8_charset_options_of_fstab_lines_are_accepted(fatvol, opt):
+    """Linux vfat fstab lines often say iocharset=utf8 or utf8: names are UTF-8 here anyway."""
+    v = fatvol(fat=16, size="16M", opts=(opt,))
+    name = "été 日本 Ωμέγα.txt"
+    (v.path / name).write_text("utf-8")
+    assert os.listdir(v.path) == [name]
+    v.check()
+    assert name in mtools("mdir", "-i", v.img, "::").stdout

@@ -56,6 +56,37 @@ def test_write_read_truncate_both_ways(fatvol):
     v.check()
 
 
+def test_a_file_in_many_fragments_reads_back_whole(fatvol):
+    """Two files grown a cluster at a time, in turn, end up interleaved: each is a hundred runs
+    of one cluster. A read then spans many runs (more than one reply of the splice path holds),
+    and every byte must come back from the right cluster."""
+    v = fatvol(fat=16, size="16M", cluster_sectors=1)
+    chunks = {name: [os.urandom(512) for _ in range(100)] for name in ("A.BIN", "B.BIN")}
+    fds = {name: os.open(v.path / name, os.O_CREAT | os.O_WRONLY, 0o644) for name in chunks}
+    try:
+        for i in range(100):
+            for name, fd in fds.items():
+                assert os.write(fd, chunks[name][i]) == 512
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+    for name in chunks:
+        assert (v.path / name).read_bytes() == b"".join(chunks[name])
+        with open(v.path / name, "rb", buffering=0) as f:  # and from the middle, unaligned
+            f.seek(700)
+            assert f.read(30_000) == b"".join(chunks[name])[700:30_700]
+    v.check()
+    im = Image(v.img)
+    c, runs = im.entry_cluster(im.find_short(b"A       BIN")), 1
+    while True:
+        nxt = im.get_fat(c)
+        if nxt >= 0xFFF8:
+            break
+        runs += nxt != c + 1
+        c = nxt
+    assert runs >= 50, f"the file is in {runs} runs only: the read did not cross many"
+
+
 def test_holes_read_as_zeros_even_over_old_data(fatvol):
     v = fatvol(fat=16, size="16M")
     # fill most of the disk with 0xFF and free it: later clusters hold old bytes
@@ -272,21 +303,60 @@ def test_times_have_fat_granularity(fatvol):
     st = p.stat()
     assert st.st_atime_ns == atime
     assert time.localtime(st.st_mtime)[:6] == (2001, 2, 3, 4, 5, 6)
-    before = time.time()
+    # UTIME_NOW: the clock between before and after, rounded down to FAT's 2-second unit (the
+    # 2 below is that granularity, not a bound on how fast anything runs)
+    before = time.time_ns()
     run(["touch", p])
-    assert abs(p.stat().st_mtime - before) <= 2
+    after = time.time_ns()
+    assert before - 2 * 10**9 < p.stat().st_mtime_ns <= after
     # ctime (kept where FAT keeps the creation time, as Linux does): 10 ms units, changes on
     # chmod and rename
+    before = time.time_ns()
     os.chmod(p, 0o555)
+    after = time.time_ns()
     c1 = p.stat().st_ctime_ns
-    assert c1 % 10_000_000 == 0 and abs(c1 / 1e9 - time.time()) < 3
-    time.sleep(0.05)
+    assert c1 % 10_000_000 == 0 and before - 10_000_000 < c1 <= after
+    while time.time_ns() < c1 + 10_000_000:  # the clock reaches the next 10 ms unit
+        time.sleep(0.001)
     os.rename(p, v.path / "t2")
     assert (v.path / "t2").stat().st_ctime_ns > c1
     # dates before 1980 cannot be stored: clamped to the earliest FAT date
     os.utime(v.path / "t2", (0, 0))
     assert time.localtime((v.path / "t2").stat().st_mtime)[:3] == (1980, 1, 1)
     v.check()
+
+
+def entry_time(im, sfn):
+    """(year, month, day, hour, minute, second) of a root entry's modification time as stored."""
+    import struct
+    e = im.read(im.find_short(sfn), 32)
+    t, d = struct.unpack_from("<HH", e, 22)
+    return (1980 + (d >> 9), (d >> 5) & 15, d & 31, t >> 11, (t >> 5) & 63, (t & 31) * 2)
+
+
+@pytest.mark.parametrize("tz_utc", [False, True], ids=["local", "tz-utc"])
+def test_tz_utc_stores_times_in_utc(rtmp, mounts, tz_utc):
+    """FAT stores local time; with tz=UTC (as the kernel's vfat option) it stores UTC. The
+    daemon runs in Tokyo (UTC+9) so the two differ; either way stat shows the same instant."""
+    from fatlib import Vol
+    img = make_fat(rtmp / "tz.img", fat=16, size="16M")
+    mnt = rtmp / "mnt"
+    mnt.mkdir()
+    env = dict(os.environ, TZ="Asia/Tokyo")
+    opts = ["-o", "tz=UTC"] if tz_utc else []
+    m = mounts.start("umfuse-fat", *opts, img, mnt, mountpoint=mnt, env=env)
+    t = 1_622_548_800  # 2021-06-01 12:00:00 UTC, 21:00 in Tokyo
+    (mnt / "F.TXT").write_text("x")
+    os.utime(mnt / "F.TXT", (t, t))
+    assert (mnt / "F.TXT").stat().st_mtime == t
+    m.unmount()
+    assert_clean(img)
+    hour = 12 if tz_utc else 21
+    assert entry_time(Image(img), b"F       TXT") == (2021, 6, 1, hour, 0, 0)
+    # mounted again the same way, the stored time means the same instant
+    m = mounts.start("umfuse-fat", *opts, img, mnt, mountpoint=mnt, env=env)
+    assert (mnt / "F.TXT").stat().st_mtime == t
+    m.unmount()
 
 
 def test_chmod_maps_to_the_read_only_attribute(fatvol):

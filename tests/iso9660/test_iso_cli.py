@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_ext, mounted_at, run, viewos_bin
+from conftest import make_ext, mounted_at, run, sanitizer_env, viewos_bin
 from isohelpers import DAEMON, describe, errno_of, mkisofs, mount_iso, sha, assert_same_tree
 
 
@@ -122,10 +122,12 @@ def test_image_written_by_another_program_is_refused(small, tmp_path):
     assert line == f"{DAEMON}: {iso} is in use by another program that writes it"
 
 
-def test_every_change_fails_with_erofs_and_the_image_is_untouched(small, tmp_path, mounts):
+@pytest.mark.parametrize("mode", ["rw", "ro"])
+def test_every_change_fails_with_erofs_and_the_image_is_untouched(small, tmp_path, mounts, mode):
+    """-o ro is accepted (and is what every mount is); -o rw is accepted and not granted."""
     _, iso = small
     before = sha(iso)
-    m = mount_iso(mounts, iso, tmp_path / "mnt", "rw")  # rw is not granted
+    m = mount_iso(mounts, iso, tmp_path / "mnt", mode)
     p = m.path
     assert "ro" in mounted_at(p).split()[5].split(",")
     attempts = {
@@ -169,7 +171,7 @@ def test_mount_t_fuse_through_mount_fuse3(small, tmp_path):
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     run(["mount", "-t", "fuse", "-o", f"nojoliet,noatime,subtype={DAEMON}",
-         f"{viewos_bin(DAEMON)}#{iso}", mnt])
+         f"{viewos_bin(DAEMON)}#{iso}", mnt], env=sanitizer_env())
     try:
         line = mounted_at(mnt)
         assert f"fuse.{DAEMON}" in line and "ro" in line.split()[5].split(",")
@@ -177,6 +179,88 @@ def test_mount_t_fuse_through_mount_fuse3(small, tmp_path):
         assert (mnt / "dir" / "inner").read_bytes() == (src / "dir" / "inner").read_bytes()
     finally:
         run(["umount", mnt])
+    wait_for_release(iso)
+
+
+def on_path():
+    """The environment of a mount helper that finds the built daemon on PATH."""
+    return sanitizer_env(dict(os.environ, PATH=f"{os.path.dirname(viewos_bin(DAEMON))}:"
+                                             f"{os.environ['PATH']}"))
+
+
+def wait_for_release(img, timeout=60):
+    """Until no process holds the image (the daemon has exited); a hang guard only."""
+    deadline = time.monotonic() + timeout
+    while subprocess.run(["fuser", "-s", str(img)], stderr=subprocess.DEVNULL).returncode == 0:
+        assert time.monotonic() < deadline, f"the daemon still holds {img} after {timeout}s"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("opts", [None, "nojoliet,norock,map=off"])
+def test_mount_fuse3_type_fuse_umfuse_iso9660_runs_the_daemon_from_path(small, tmp_path, opts):
+    """What `mount -t fuse.umfuse-iso9660 SOURCE MOUNTPOINT -o OPTS` runs: mount.fuse3 with
+    that type finds umfuse-iso9660 on PATH and gives it the source, the mount point and the
+    options; the daemon detaches once mounted, read-only. (mount(8) itself clears PATH: the
+    next test goes through it with the program where an installed one would be.)"""
+    src, iso = small
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    before = sha(iso)
+    run(["mount.fuse3", iso, mnt, "-t", f"fuse.{DAEMON}"] + (["-o", opts] if opts else []),
+        env=on_path())
+    try:
+        line = mounted_at(mnt)
+        assert f" - fuse.{DAEMON} " in line and str(iso) in line
+        assert "ro" in line.split()[5].split(",")
+        if opts:  # the options reached the daemon: plain ISO 9660 identifiers, as recorded
+            assert "FILE.;1" in os.listdir(mnt)
+        else:
+            assert os.readlink(mnt / "link") == "file"
+            assert (mnt / "dir" / "inner").read_bytes() == (src / "dir" / "inner").read_bytes()
+    finally:
+        run(["umount", mnt])
+    wait_for_release(iso)
+    assert not mounted_at(mnt)
+    assert sha(iso) == before
+
+
+def test_mount_t_fuse_umfuse_iso9660_as_installed(small, tmp_path):
+    """`mount -t fuse.umfuse-iso9660 SOURCE MOUNTPOINT` itself, in a private mount namespace
+    in which the built program is where an installed one is found (/usr/local/sbin, on the
+    default PATH that mount(8) leaves its helpers)."""
+    src, iso = small
+    mnt, out, bindir = tmp_path / "mnt", tmp_path / "out", tmp_path / "sbin"
+    for d in (mnt, out, bindir):
+        d.mkdir()
+    (bindir / DAEMON).symlink_to(viewos_bin(DAEMON))
+    script = f"""
+        set -e
+        mount --bind '{bindir}' /usr/local/sbin
+        trap 'umount "{mnt}" 2>/dev/null || fuser -sk "{iso}" 2>/dev/null || true' EXIT
+        mount -t fuse.{DAEMON} '{iso}' '{mnt}'
+        grep " {mnt} " /proc/self/mountinfo > '{out}/mountinfo'
+        readlink '{mnt}/link' > '{out}/link'
+        cat '{mnt}/dir/inner' > '{out}/inner'
+        umount '{mnt}'
+        while fuser -s '{iso}' 2>/dev/null; do sleep 0.05; done
+    """
+    r = run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+            env=sanitizer_env(), timeout=120)
+    assert f" - fuse.{DAEMON} " in (out / "mountinfo").read_text()
+    assert (out / "link").read_text() == "file\n"
+    assert (out / "inner").read_bytes() == (src / "dir" / "inner").read_bytes()
+    assert r.stderr == ""
+
+
+def test_bad_source_through_mount_fuse3_is_one_line(tmp_path):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    r = run(["mount.fuse3", tmp_path / "nope.iso", mnt, "-t", f"fuse.{DAEMON}"], env=on_path(),
+            check=False)
+    assert r.returncode != 0
+    assert r.stderr.splitlines() == [
+        f"{DAEMON}: cannot open {tmp_path}/nope.iso: No such file or directory"]
+    assert not mounted_at(mnt)
 
 
 def test_el_torito_boot_image_is_ignored_and_harmless(tmp_path, mounts):

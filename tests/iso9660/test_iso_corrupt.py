@@ -8,10 +8,11 @@ import os
 import random
 import shutil
 import subprocess
+import time
 
 import pytest
 
-from conftest import mounted_at, run, viewos_bin
+from conftest import mounted_at, run, sanitizer_env, viewos_bin
 from isohelpers import DAEMON, daemon_alive, errno_of, mkisofs, mount_iso, xorriso
 import isolayout as L
 
@@ -303,10 +304,30 @@ def test_damaged_zisofs_pointer_table_reads_eio(zisofs, tmp_path, mounts):
     assert (m.path / "ok.txt").read_text() == "still fine\n"
 
 
-def test_seeded_random_damage_never_crashes_or_hangs(base, tmp_path, mounts):
+def mount_foreground(path, mnt, log, timeout=30):
+    """umfuse-iso9660 -f, its output to the file log (a pipe could fill and stall it): (the
+    running daemon, None) once mounted, or (None, its exit status and output) when it gave up
+    first. The bound is a hang guard, far above a mount's time."""
+    with open(log, "w") as out:
+        proc = subprocess.Popen([viewos_bin(DAEMON), "-f", path, mnt], stdout=out,
+                                stderr=subprocess.STDOUT, env=sanitizer_env(),
+                                start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while not mounted_at(mnt):
+        if proc.poll() is not None:
+            return None, (proc.returncode, log.read_text(errors="replace"))
+        if time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            pytest.fail(f"{path}: the daemon neither mounted nor gave up within {timeout}s")
+        time.sleep(0.01)
+    return proc, None
+
+
+def test_seeded_random_damage_never_crashes_or_hangs(base, tmp_path):
     """Damage random bytes of the descriptors, directories and System Use areas of 25 images;
-    each either mounts (and is walked: stat, list, read, readlink everything) or is refused with
-    one line and exit status 2."""
+    each either mounts (and is walked: stat, list, read, readlink everything; the daemon then
+    exits 0 at the unmount) or is refused with exactly one line and exit status 2."""
     src, iso = base
     img0 = iso.read_bytes()
     root = L.root(img0)
@@ -322,18 +343,30 @@ def test_seeded_random_damage_never_crashes_or_hangs(base, tmp_path, mounts):
         path.write_bytes(img)
         mnt = tmp_path / f"mnt{seed}"
         mnt.mkdir()
-        r = run(["timeout", "30", viewos_bin(DAEMON), path, mnt], check=False)
-        if r.returncode == 0:
+        log = tmp_path / f"rnd{seed}.log"
+        proc, refusal = mount_foreground(path, mnt, log)
+        if proc:
             mounted += 1
             try:
                 walk(mnt)
+                assert proc.poll() is None, f"seed {seed}: the daemon died: {log.read_text()}"
             finally:
-                run(["fusermount3", "-u", mnt])
+                run(["fusermount3", "-u", mnt], check=False)
+                try:
+                    status = proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                    pytest.fail(f"seed {seed}: the daemon did not exit after the unmount")
+            assert status == 0, f"seed {seed}: exit status {status}: {log.read_text()}"
         else:
             refused += 1
-            assert r.returncode == 2, r
+            status, out = refusal
+            assert status == 2, (seed, status, out)
+            lines = out.splitlines()
+            assert len(lines) == 1 and lines[0].startswith(f"{DAEMON}: cannot mount {path}: "), \
+                (seed, out)
             assert not mounted_at(mnt)
-            assert r.stderr.splitlines()[-1].startswith(f"{DAEMON}: cannot mount {path}: ")
         path.unlink()
         shutil.rmtree(mnt, ignore_errors=True)
     assert mounted > 10

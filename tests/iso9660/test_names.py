@@ -68,19 +68,23 @@ def test_joliet_only_image_is_read_as_joliet(names_tree, tmp_path, mounts):
     assert "j" * 70 in names  # -joliet-long keeps up to 103 characters
 
 
-def test_nojoliet_and_norock_show_plain_names_mapped_like_linux(names_tree, tmp_path, mounts):
-    """map=normal (the default): lower case, no ';1' version, no dot before it."""
+@pytest.mark.parametrize("map_opt", [None, "map=normal", "map=n"])
+def test_nojoliet_and_norock_show_plain_names_mapped_like_linux(names_tree, tmp_path, mounts,
+                                                                map_opt):
+    """map=normal (the default; map=n as the kernel abbreviates it): lower case, no ';1'
+    version, no dot before it."""
     iso = mkisofs(tmp_path / "rj.iso", names_tree, "-R", "-J")
-    m = mount_iso(mounts, iso, tmp_path / "mnt", "norock", "nojoliet")
+    m = mount_iso(mounts, iso, tmp_path / "mnt", "norock", "nojoliet", *filter(None, [map_opt]))
     names = tree_names(m.path)
     assert names == {n.lower() for n in bsdtar_names(iso, "rockridge", "joliet")}
     assert {"readme.txt", "makefile", "a_b.c", "subdir/inner"} <= names
     assert (m.path / "makefile").read_bytes() == b"file 1\n"
 
 
-def test_map_off_shows_identifiers_as_recorded(names_tree, tmp_path, mounts):
+@pytest.mark.parametrize("map_opt", ["map=off", "map=o"])
+def test_map_off_shows_identifiers_as_recorded(names_tree, tmp_path, mounts, map_opt):
     iso = mkisofs(tmp_path / "rj.iso", names_tree, "-R", "-J")
-    m = mount_iso(mounts, iso, tmp_path / "mnt", "norock", "nojoliet", "map=off")
+    m = mount_iso(mounts, iso, tmp_path / "mnt", "norock", "nojoliet", map_opt)
     names = set(os.listdir(m.path))
     assert {"README.TXT;1", "MAKEFILE.;1", "A_B.C;1", "SUBDIR"} <= names
     assert (m.path / "README.TXT;1").read_bytes() == b"file 0\n"

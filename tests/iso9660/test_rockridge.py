@@ -52,9 +52,10 @@ def test_listing_matches_libarchive(rich, rtmp, mounts):
             actual[name] = (*actual[name][:3], "hardlink", actual[name][4])
     # libarchive 3.6 loses the '/' between two SL entries of one target (its result is one byte
     # short of the real 'a' * 200 + '/' + 'b' * 200); the source tree is the judge there, and
-    # test_mounted_tree_equals_the_source_tree checks it.
-    assert actual.pop("link-long")[4] == os.readlink(src / "link-long")
-    assert expected.pop("link-long")[4] != os.readlink(src / "link-long")
+    # the oracle may show either, so that the test holds once libarchive is fixed.
+    real = os.readlink(src / "link-long")
+    assert actual.pop("link-long")[4] == real
+    assert expected.pop("link-long")[4] in (real, real.replace("/", "", 1))
     assert actual == expected
 
 

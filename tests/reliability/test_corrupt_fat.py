@@ -12,11 +12,24 @@ so that
   * everything else answers with data or EIO, never with a crash, a hang or another error;
   * the image is bit for bit what it was (a read-only walk writes nothing);
 and it must mount every variant whose boot sector (its jump, BPB fields and signature; on FAT32
-also the root directory's chain) is intact and that is not shorter than the file system. One
-variant in three is also mounted read-write and changed (create, write, mkdir, rename, truncate,
-unlink):
-errors are allowed, but the daemon must stay up, exit 0, and write nothing past the end of the
-file system (64 KiB of random bytes follow it in every image and must stay as they are).
+also the root directory's chain) is intact and that is not shorter than the file system.
+
+Every damaged chain, one damaged record in two and one variant of the other kinds in three is
+then mounted read-write and changed: existing files the damage reached, and untouched ones
+(first those a damaged chain runs into, such as the other file of two that share clusters), are
+overwritten, appended to and cut; new files and directories are made in damaged and untouched
+directories; files are removed, and a new file then takes space again (where wrongly freed
+clusters would go). Errors are allowed (EIO, ENOSPC, ...); what is not:
+  * a crash, a hang, an exit status other than 0, or a refusal that is not one line;
+  * a write past the end of the file system (64 KiB of random bytes follow it in every image);
+  * a file the damage did not reach that, during the session and on the image afterwards (read
+    by the independent reader), does not hold exactly what it held, changed by the session's
+    own writes to it that succeeded: a write through a damaged chain landed in it;
+  * a file written and fsync'ed by the session that does not read back;
+  * fsck.fat -n finding what the damage alone did not: its reports on the damaged image and on
+    the image after the session are turned into sets of problem lines (fsck_problems: banners
+    and the summary dropped, numbers in messages replaced by N); a line only in the second is a
+    problem the session made.
 
 Variants of one kind run in parallel (one daemon each); every operation has a time bound, and a
 daemon that exceeds it is killed and the variant fails as a hang."""
@@ -24,6 +37,7 @@ import errno
 import hashlib
 import os
 import random
+import re
 import shutil
 import stat
 import struct
@@ -258,7 +272,9 @@ def fat_variants(base, kind):
         for what, patches in cases:
             v(Variant(what, patches))
     for i, var in enumerate(out):
-        var.rw = i % 3 == 1
+        # damaged chains are where a write is likeliest to spread damage: every one gets a
+        # write session; damaged records one in two, the other kinds one in three
+        var.rw = kind == "chains" or i % (2 if kind == "records" else 3) == 1
     return out
 
 
@@ -324,43 +340,240 @@ def walk_read_only(mnt, base, intact):
     return failures
 
 
-def write_session(mnt):
-    """Changes through a read-write mount of a damaged image; returns failures."""
+def fsck_fat(img):
+    """fsck.fat -n IMG: its report (stdout and stderr)."""
+    r = subprocess.run(["fsck.fat", "-n", str(img)], capture_output=True, text=True,
+                       errors="replace", timeout=OP_TIMEOUT)
+    return r.stdout + r.stderr
+
+
+def fsck_problems(report):
+    """The problems an fsck.fat -n report names, as a set of lines: its banner, "Leaving
+    filesystem unchanged." and the summary line dropped; in lines that are not paths, numbers
+    replaced by N (counts and cluster numbers move as files come and go). Paths keep their
+    digits: they are names, and a problem on another file is another problem (but not the
+    FSCKnnnn.nnn names fsck.fat numbers bad entries with)."""
+    out = set()
+    for line in report.splitlines():
+        line = line.strip()
+        if not line or line.startswith("fsck.fat ") or line == "Leaving filesystem unchanged." \
+                or re.match(r"^\S.*: \d+ files, \d+/\d+ clusters$", line):
+            continue
+        if line.startswith("/"):
+            # the names fsck.fat would give bad entries are its own counters, not names
+            out.add(re.sub(r"FSCK\d{4}\.\d{3}", "FSCKnnnn.nnn", line))
+        else:
+            out.add(re.sub(r"\d+", "N", line))
+    return out
+
+
+def fsck_worse(before, after):
+    """What fsck.fat -n reports after a session that it did not before: sorted lines."""
+    return sorted(fsck_problems(after) - fsck_problems(before))
+
+
+def session_targets(base, intact, vdata):
+    """The existing files a write session changes: up to three the damage reached (a write to
+    one could spread the damage), then the untouched files a damaged chain runs into (the
+    other file of two that share clusters) and untouched files picked at random, up to three.
+    Returns (damaged, untouched) lists of nodes."""
+    rnd = random.Random(hashlib.sha256(vdata).digest())
+    files = [n for p, n in sorted(base.tree.items()) if p and not n.is_dir]
+    damaged = [n for n in files if not intact.contents(n)]
+    untouched = [n for n in files if intact.contents(n)]
+    vl = FatLayout(vdata) if intact.boot_ok else None
+    reached = set()
+    if vl:
+        for n in damaged:
+            reached.update(vl.chain(n.first) if n.first else [])
+    near = [n for n in untouched if reached & set(n.chain)]
+    others = [n for n in untouched if n not in near]
+    picked = (near + rnd.sample(others, len(others)))[:3]
+    return rnd.sample(damaged, min(3, len(damaged))), picked
+
+
+def change_file(p, data, report, cluster_size):
+    """Overwrite the last three quarters of an existing file, append to it, cut it to two
+    thirds; returns what it holds afterwards as far as the calls that succeeded say (None when
+    it could not even be opened). Errors outside ALLOWED_WRITE_ERRORS go to report."""
+    data = bytearray(data)
+    rnd = random.Random(len(data))
+    try:
+        fd = os.open(p, os.O_WRONLY)
+    except OSError as e:
+        if e.errno not in ALLOWED_WRITE_ERRORS | {errno.EISDIR}:
+            report.append(f"open {p.name}: {e}")
+        return None
+    try:
+        steps = [("overwrite", len(data) // 4, rnd.randbytes(len(data) - len(data) // 4)),
+                 ("append", len(data), rnd.randbytes(3 * cluster_size + 100)),
+                 ("truncate", None, None)]
+        for what, off, chunk in steps:
+            try:
+                if what == "truncate":
+                    size = len(data) * 2 // 3
+                    os.ftruncate(fd, size)
+                    del data[size:]
+                elif chunk:
+                    n = os.pwrite(fd, chunk, off)
+                    data[off:off + n] = chunk[:n]
+            except OSError as e:
+                if e.errno not in ALLOWED_WRITE_ERRORS:
+                    report.append(f"{what} {p.name}: {e}")
+        try:
+            os.fsync(fd)
+        except OSError as e:
+            if e.errno not in ALLOWED_WRITE_ERRORS:
+                report.append(f"fsync {p.name}: {e}")
+    finally:
+        os.close(fd)
+    return bytes(data)
+
+
+def write_session(mnt, base, intact, vdata):
+    """Changes through a read-write mount of a damaged image: every kind of change, to new
+    files and to existing ones the damage reached or did not. Returns (failures, expected):
+    expected maps each path the damage did not reach (and the session did not remove) to the
+    bytes it must hold now."""
     failures = []
 
     def attempt(what, fn):
         try:
-            fn()
+            return fn()
         except OSError as e:
             if e.errno not in ALLOWED_WRITE_ERRORS:
                 failures.append(f"{what}: {e}")
+            return None
 
-    def write_new():
-        fd = os.open(mnt / "a new file.txt", os.O_CREAT | os.O_WRONLY, 0o644)
-        try:
-            os.write(fd, bytes(range(256)) * 400)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    expected = {p: d for p, d in base.contents.items() if intact.contents(base.tree[p])}
+    damaged, untouched = session_targets(base, intact, vdata)
+    cs = base.layout.cluster_size
+    # the untouched ones first, so that a damaged chain written afterwards cannot be masked
+    for node in untouched:
+        after = change_file(mnt / node.path, base.contents[node.path], failures, cs)
+        if after is not None:
+            expected[node.path] = after
+    for node in damaged:
+        change_file(mnt / node.path, b"\0" * max(node.size, 1), failures, cs)
 
-    attempt("create and write", write_new)
+    new = random.Random(len(vdata)).randbytes(100_000)
+
+    def write_new(name, data):
+        with open(mnt / name, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        return True
+
+    synced = attempt("create and write", lambda: write_new("a new file.txt", new))
     attempt("mkdir", lambda: os.mkdir(mnt / "a new dir"))
-    attempt("rename", lambda: os.rename(mnt / "a new file.txt", mnt / "a new dir" / "moved"))
-    found = []
-    try:
-        for dirpath, dirnames, filenames in os.walk(mnt):
-            found += [Path(dirpath) / f for f in filenames]
-            dirnames[:] = dirnames[:3]
-            if len(found) > 12 or dirpath.count("/") > str(mnt).count("/") + 3:
-                break
-    except OSError as e:
-        if e.errno not in ALLOWED_READ_ERRORS:
-            failures.append(f"walk: {e}")
-    for p in found[:3]:
-        attempt(f"truncate {p.name}", lambda: os.truncate(p, 10))
-    for p in found[3:6]:
-        attempt(f"unlink {p.name}", lambda: os.unlink(p))
+    moved = attempt("rename", lambda: os.rename(mnt / "a new file.txt",
+                                                mnt / "a new dir" / "moved") or True)
+    dirs = sorted(p for p, n in base.tree.items() if p and n.is_dir)
+    for p in [d for d in dirs if not intact.contents(base.tree[d])][:2] + dirs[:1]:
+        attempt(f"create in {p}", lambda: (mnt / p / "new in a dir").write_bytes(b"n" * 3000))
+        attempt(f"mkdir in {p}", lambda: os.mkdir(mnt / p / "new dir in a dir"))
+    # files removed last, then space taken again: clusters freed wrongly get reused
+    gone = [n for n in damaged if base.tree[n.path].size][:1] + untouched[-1:]
+    for node in gone:
+        if attempt(f"unlink {node.path}", lambda: os.unlink(mnt / node.path) or True):
+            expected.pop(node.path, None)
+    late = random.Random(len(vdata) + 1).randbytes(40 * cs)
+    late_ok = attempt("create after the removals", lambda: write_new("late file", late))
     attempt("listing", lambda: os.listdir(mnt))
+
+    # what this session wrote and fsync'ed reads back
+    for ok, where, data in [(synced, ("a new dir/moved" if moved else "a new file.txt"), new),
+                            (late_ok, "late file", late)]:
+        if ok:
+            try:
+                back = (mnt / where).read_bytes()
+            except OSError as e:
+                back = f"an error ({e})"
+            if back != data:
+                failures.append(f"'{where}', written and fsync'ed, does not read back")
+    return failures, expected
+
+
+def reread_intact(mnt, expected):
+    """Every file the damage did not reach still reads as the session left it."""
+    failures = []
+    for path, data in sorted(expected.items()):
+        try:
+            back = read_all(mnt / path, len(data) + 1)
+        except OSError as e:
+            failures.append(f"untouched '{path}' after the session: {e}")
+            continue
+        if back != data:
+            failures.append(f"untouched '{path}' reads {len(back)} bytes after the session "
+                            f"that differ from the {len(data)} it holds")
+    return failures
+
+
+def on_disk(data, path):
+    """The bytes of file path in the image data, as an independent reader finds them (None
+    when it finds no single entry of that name)."""
+    L = FatLayout(data)
+    regions = L.dir_regions(0)
+    entry = None
+    for part in path.split("/"):
+        found = [e for e in L.entries(regions) if part.casefold() in
+                 (e[0].casefold(), e[1].casefold())]
+        if len(found) != 1:
+            return None
+        entry = found[0]
+        regions = L.dir_regions(entry[5]) if entry[4] & 0x10 else None
+    size, chain = entry[6], L.chain(entry[5]) if entry[5] else []
+    out = b"".join(data[o:o + n] for o, n in (L.cluster_range(c) for c in chain))
+    return out[:size] if len(out) >= size else None
+
+
+def rw_check(pool, base, img, vdata, intact, mnt):
+    """A read-write session on the damaged image (see the module's docstring); returns
+    failures."""
+    failures = []
+    L = base.layout
+    geometry_same = vdata[11:13] == base.data[11:13] and vdata[19:21] == base.data[19:21] \
+        and vdata[32:36] == base.data[32:36]
+    before = fsck_fat(img)
+    expected = {}
+    d = pool.new(FAT, ["-o", "rw", img, mnt], mnt)
+    if not d.start():
+        status, text = d.proc.returncode, d.stderr()
+        if status != 2 or not one_line_error(text, FAT, img):
+            failures.append(f"read-write refusal with status {status} and output {text!r}")
+        return failures
+    try:
+        def session():
+            report, exp = write_session(mnt, base, intact, vdata)
+            return report + reread_intact(mnt, exp), exp
+        report, expected = bounded(session, OP_TIMEOUT, d.kill, "the write session")
+        failures += report
+    except Hang as e:
+        failures.append(str(e))
+    if d.alive():
+        status = d.stop()
+        if status != 0:
+            failures.append(f"exit status {status} after writes: {d.stderr()}")
+    else:
+        failures.append(f"the daemon died while writing (status {d.proc.returncode}):"
+                        f" {d.stderr()}")
+        d.kill()  # its dead mount must not stay under the next variant's
+    if d.sanitizer_report():
+        failures.append(f"sanitizer report: {d.sanitizer_report()}")
+    after = img.read_bytes()
+    if len(after) != len(vdata):
+        failures.append(f"the image changed size from {len(vdata)} to {len(after)}")
+    elif geometry_same and after[L.total:] != vdata[L.total:]:
+        failures.append("bytes after the end of the file system were written")
+    worse = fsck_worse(before, fsck_fat(img))
+    if worse:
+        failures.append(f"fsck.fat -n finds what the damage alone did not: {worse[:8]}")
+    # the image itself, read by an independent reader: what the daemon had in memory
+    # reached the disk, and nothing else landed on those files' clusters
+    for path, data in sorted(expected.items()):
+        if on_disk(after, path) != data:
+            failures.append(f"untouched '{path}' does not hold on the image what it should")
     return failures
 
 
@@ -405,34 +618,13 @@ def check_variant(pool, base, var, workdir, mnt):
                 failures.append(f"exit status {status} after a read-only walk: {d.stderr()}")
         else:
             failures.append(f"the daemon died (status {d.proc.returncode}): {d.stderr()}")
+            d.kill()  # its dead mount must not stay under the next variant's
     if d.sanitizer_report():
         failures.append(f"sanitizer report: {d.sanitizer_report()}")
     if hashlib.sha256(img.read_bytes()).hexdigest() != digest:
         failures.append("a read-only mount changed the image")
     if var.rw and not failures:
-        geometry_same = vdata[11:13] == base.data[11:13] and vdata[19:21] == base.data[19:21] \
-            and vdata[32:36] == base.data[32:36]
-        d = pool.new(FAT, ["-o", "rw", img, mnt], mnt)
-        if d.start():
-            try:
-                failures += bounded(lambda: write_session(mnt), OP_TIMEOUT, d.kill,
-                                    "the write session")
-            except Hang as e:
-                failures.append(str(e))
-            if d.alive():
-                status = d.stop()
-                if status != 0:
-                    failures.append(f"exit status {status} after writes: {d.stderr()}")
-            else:
-                failures.append(f"the daemon died while writing (status {d.proc.returncode}):"
-                                f" {d.stderr()}")
-            if d.sanitizer_report():
-                failures.append(f"sanitizer report: {d.sanitizer_report()}")
-        after = img.read_bytes()
-        if len(after) != len(vdata):
-            failures.append(f"the image changed size from {len(vdata)} to {len(after)}")
-        elif geometry_same and after[L.total:] != vdata[L.total:]:
-            failures.append("bytes after the end of the file system were written")
+        failures += rw_check(pool, base, img, vdata, intact, mnt)
     img.unlink()
     return [f"{var.name}: {f}" for f in failures]
 
@@ -449,6 +641,18 @@ def fat_bases(tmp_path_factory):
 
     yield get, workdir
     shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_the_suite_damages_fat_in_at_least_200_ways(fat_bases):
+    """Issue 10 asks for at least 200 variants per format: count what the test below runs."""
+    get, _ = fat_bases
+    counts = {fat: sum(len(fat_variants(get(fat), kind)) for kind in KINDS) for fat in (12, 16, 32)}
+    names = [v.name for fat in (12, 16, 32) for kind in KINDS
+             for v in fat_variants(get(fat), kind)]
+    assert sum(counts.values()) >= 200, counts
+    assert sum(1 for fat in (12, 16, 32) for kind in KINDS
+               for v in fat_variants(get(fat), kind) if v.rw) >= 80
+    assert len(set(names)) >= 60  # distinct kinds of damage, not one repeated
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -211,6 +211,17 @@ static void test_hostile_long_names(void)
 	CHECK_EQ(d.dotdot_slot, 13);
 	CHECK(d.names[11] == NULL && d.names[14] == NULL && d.names[18] == NULL);
 	CHECK_EQ(d.end, 17);
+	/* removing an entry takes the long-name slots right before it that were not accepted as
+	 * its name (they can belong to nothing else), and nothing before them */
+	fat_dir_remove(&d, 5);
+	CHECK_EQ(fat_dir_slot(&d, 3)[0], 0xE5);
+	CHECK_EQ(fat_dir_slot(&d, 4)[0], 0xE5);
+	CHECK_EQ(fat_dir_slot(&d, 1)[0], 0x01); /* GOOD's own long name stays */
+	CHECK_STR(d.names[2]->name, name);
+	fat_dir_remove(&d, 16);
+	CHECK_EQ(fat_dir_slot(&d, 15)[0], 0xE5); /* the orphan */
+	CHECK_EQ(fat_dir_slot(&d, 13)[0], '.'); /* the dot entries before the deleted slot */
+	CHECK_EQ(d.nnames, 3);
 	/* a new entry at the end seals the old garbage with a new end mark */
 	uint8_t entries[FAT_LFN_MAX_SLOTS + 1][32];
 	uint16_t u[16];

@@ -160,10 +160,12 @@ static void test_allocation_contiguous_and_enospc(void)
 	struct fat_table t;
 	struct fat_extents e = { 0 };
 	table(&t, FAT16, 5000);
+	CHECK_EQ(t.last_alloc, 0); /* nothing known */
 	CHECK_EQ(fat_alloc(&t, 0, 10, &e), 0);
 	CHECK_EQ(e.n, 1);
 	CHECK_EQ(e.v[0].start, 2);
 	CHECK_EQ(t.free_count, 4990);
+	CHECK_EQ(t.last_alloc, 11); /* FSInfo's hint: the last cluster allocated */
 	/* a second file, then the first grows: it continues elsewhere in one run */
 	struct fat_extents f = { 0 };
 	CHECK_EQ(fat_alloc(&t, 0, 5, &f), 0);
@@ -179,6 +181,7 @@ static void test_allocation_contiguous_and_enospc(void)
 	/* the file right after has room freed behind it: growth takes it first */
 	fat_free_extents(&t, &f);
 	CHECK_EQ(fat_get(&t, 12), FAT_FREE);
+	CHECK_EQ(t.last_alloc, 36); /* a free does not move the hint, as in Linux */
 	struct fat_extents g = { 0 };
 	CHECK_EQ(fat_alloc(&t, 0, 3, &g), 0);
 	CHECK_EQ(g.v[0].start, 12); /* the hint went back to the freed place */
@@ -243,6 +246,27 @@ static void test_truncate_extents(void)
 	fat_table_free(&t);
 }
 
+static void test_hint_from_fsinfo(void)
+{
+	struct fat_table t;
+	struct fat_extents e = { 0 };
+	table(&t, FAT32, 1000);
+	fat_table_set_hint(&t, 0xFFFFFFFF); /* unknown, and so are 0, 1 and numbers past the end */
+	fat_table_set_hint(&t, 0);
+	fat_table_set_hint(&t, 1002);
+	CHECK_EQ(t.last_alloc, 0);
+	CHECK_EQ(t.next_free, 2);
+	fat_table_set_hint(&t, 500);
+	CHECK_EQ(t.last_alloc, 500);
+	CHECK_EQ(fat_alloc(&t, 0, 3, &e), 0);
+	CHECK_EQ(e.v[0].start, 501); /* the search starts after it */
+	CHECK_EQ(t.last_alloc, 503);
+	fat_table_set_hint(&t, 1001); /* the last cluster: the search wraps round */
+	CHECK_EQ(t.next_free, 2);
+	fat_extents_free(&e);
+	fat_table_free(&t);
+}
+
 static void test_short_raw_refused(void)
 {
 	struct fat_table t;
@@ -259,6 +283,7 @@ int main(void)
 	RUN(test_chain_walking);
 	RUN(test_allocation_contiguous_and_enospc);
 	RUN(test_truncate_extents);
+	RUN(test_hint_from_fsinfo);
 	RUN(test_short_raw_refused);
 	return CHECK_DONE();
 }
