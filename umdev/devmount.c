@@ -1,11 +1,13 @@
 /* See devmount.h.
  *
- * Ending a session cleanly takes some care because libfuse's loops block in places only a
- * signal interrupts: the multi-threaded loop's own thread waits on a semaphore (its workers
- * read /dev/fuse with every signal blocked and are cancelled by the loop on exit), the
- * single-threaded loop reads /dev/fuse itself. So devmount_stop() marks the session exited and
- * sends SIGUSR1 to the serving thread until it returns; the handler does nothing, its only
- * job is to make the wait return EINTR.
+ * Each session is served by umdev_loop (loop.h), not by libfuse's multi-threaded loop: that
+ * one ends by cancelling its threads, and a thread cancelled while libfuse reports a read
+ * error dies holding stderr's lock, which hung the daemon at its next mount. With -s, libfuse's
+ * single-threaded loop serves, which cancels nothing.
+ *
+ * Ending a session: devmount_stop() marks it exited and interrupts the serving threads' wait
+ * for a request with SIGUSR1 until the serving thread returns; the handler does nothing, its
+ * only job is to make the wait return EINTR.
  *
  * A detached (removed) partition is unmounted lazily: processes that still have it open keep
  * talking to our session, which answers EIO, and when the last of them closes the kernel ends
@@ -15,6 +17,7 @@
 
 #include "daemon.h"
 #include "log.h"
+#include "loop.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -86,16 +89,10 @@ static void *serve(void *arg)
 	sigemptyset(&wake);
 	sigaddset(&wake, SIGUSR1);
 	pthread_sigmask(SIG_UNBLOCK, &wake, NULL);
-	if (m->cl->single_thread) {
+	if (m->loop)
+		umdev_loop_run(m->loop);
+	else
 		fuse_session_loop(m->se);
-	} else {
-		struct fuse_loop_config *lc = fuse_loop_cfg_create();
-		fuse_loop_cfg_set_clone_fd(lc, 1);
-		if (m->cl->max_threads)
-			fuse_loop_cfg_set_max_threads(lc, m->cl->max_threads);
-		fuse_session_loop_mt(m->se, lc);
-		fuse_loop_cfg_destroy(lc);
-	}
 	__atomic_store_n(&m->loop_done, true, __ATOMIC_RELEASE);
 	if (m->is_disk) /* the daemon ends with its disk: tell the main thread */
 		kill(getpid(), SIGUSR2);
@@ -132,14 +129,20 @@ struct devmount *devmount_start(const struct vo_cmdline *cl, const char *path,
 			     err, errlen);
 	if (!m->se)
 		goto fail;
+	if (!cl->single_thread && !(m->loop = umdev_loop_new(m->se, cl->max_threads))) {
+		snprintf(err, errlen, "out of memory");
+		goto fail_session;
+	}
 	int r = pthread_create(&m->thread, NULL, serve, m);
 	if (r != 0) {
 		snprintf(err, errlen, "cannot start a thread for %s: %s", path, strerror(r));
-		fuse_session_unmount(m->se);
-		fuse_session_destroy(m->se);
-		goto fail;
+		goto fail_session;
 	}
 	return m;
+fail_session:
+	umdev_loop_free(m->loop);
+	fuse_session_unmount(m->se);
+	fuse_session_destroy(m->se);
 fail:
 	if (m->created)
 		unlink(path);
@@ -199,7 +202,10 @@ void devmount_stop(struct devmount *m)
 	if (!devmount_finished(m)) {
 		fuse_session_exit(m->se);
 		for (;;) {
-			pthread_kill(m->thread, SIGUSR1);
+			if (m->loop)
+				umdev_loop_wake(m->loop);
+			else
+				pthread_kill(m->thread, SIGUSR1);
 			struct timespec until;
 			clock_gettime(CLOCK_REALTIME, &until);
 			until.tv_nsec += 20 * 1000 * 1000;
@@ -215,6 +221,7 @@ void devmount_stop(struct devmount *m)
 	}
 	/* Closes the channel and unmounts what is still mounted (lazily). A detached session
 	 * whose last opener has gone was ended by the kernel: nothing left to unmount then. */
+	umdev_loop_free(m->loop);
 	fuse_session_unmount(m->se);
 	fuse_session_destroy(m->se);
 	if (m->created && unlink(m->path) < 0)

@@ -4,7 +4,8 @@
  * that partitions can come and go while the others keep serving.
  *
  * Signals: the daemon blocks everything in its threads before starting any; a serving thread
- * unblocks only SIGUSR1, which devmount_stop() sends to end its loop. */
+ * unblocks only SIGUSR1, which devmount_stop() sends to end its loop, and the workers it starts
+ * (loop.h) inherit that. */
 #ifndef UMDEV_DEVMOUNT_H
 #define UMDEV_DEVMOUNT_H
 
@@ -22,6 +23,7 @@ struct devmount {
 	bool loop_done;        /* atomic: the serving loop has returned */
 	struct devfile *df;    /* owned */
 	struct fuse_session *se;
+	struct umdev_loop *loop; /* owned; NULL with -s (libfuse's single-threaded loop) */
 	const struct vo_cmdline *cl;
 	pthread_t thread;
 	struct devmount *next;
