@@ -20,7 +20,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/capability.h>
 #include <sys/statvfs.h>
+#include <sys/syscall.h>
 #include <sys/vfs.h>
 #include <time.h>
 #include <unistd.h>
@@ -48,6 +50,9 @@ void apply_record(struct viewfs *fs, struct stat *st, const struct vrecord *rec,
 			st->st_uid = rec->uid;
 		if (rec->has & VREC_GID)
 			st->st_gid = rec->gid;
+		/* names of a file whose copy is in the index (its own count includes the index) */
+		if ((rec->has & VREC_NLINK) && S_ISREG(st->st_mode))
+			st->st_nlink = (nlink_t)rec->nlink;
 		if ((rec->has & VREC_CTIME) &&
 		    (rec->ctime.tv_sec > st->st_ctim.tv_sec ||
 		     (rec->ctime.tv_sec == st->st_ctim.tv_sec &&
@@ -242,13 +247,30 @@ static int set_mode_owner(struct viewfs *fs, struct vnode *n, enum layer l, cons
 			rc = r;
 		}
 	}
+	bool early = false; /* the record was written before the real chmod: first */
+	struct vrecord first = { 0 };
 	if (rc == 0 && (c->to_set & FUSE_SET_ATTR_MODE)) {
 		mode_t want = c->attr->st_mode & 07777;
 		if (S_ISLNK(n->type)) {
 			rc = -EOPNOTSUPP;
 		} else {
 			mode_t realm = real_mode_bits(fs, n, l, want);
-			int r = real ? real_chmod(n, l, realm) : -EPERM;
+			if (real && may_record && (realm != want || (rec.has & VREC_TYPE))) {
+				/* the view's mode is the record's: written first, so that a crash
+				 * before the real chmod already shows the new mode, never the real
+				 * bits without the virtual ones */
+				if (vrecord_copy(&first, &rec) < 0) {
+					rc = -ENOMEM;
+				} else {
+					first.mode = want;
+					first.has |= VREC_MODE;
+					if (virtual_change)
+						record_touch(&first);
+					rc = meta_write_node_record(fs, n, &first);
+					early = rc == 0;
+				}
+			}
+			int r = rc < 0 ? rc : real ? real_chmod(n, l, realm) : -EPERM;
 			if (r == 0 && realm == want && !(rec.has & VREC_TYPE)) {
 				rec.has &= ~(unsigned)VREC_MODE;
 			} else if (r == 0 && may_record) {
@@ -266,12 +288,15 @@ static int set_mode_owner(struct viewfs *fs, struct vnode *n, enum layer l, cons
 			}
 		}
 	}
+	if (rc < 0 && early)
+		meta_write_node_record(fs, n, &before); /* the chmod failed: the record as it was */
 	if (rc == 0) {
 		if (virtual_change)
 			record_touch(&rec);
 		/* write only what changed: most chmods of layer files need no record at all */
 		size_t l1 = 0, l2 = 0;
-		char *a = vrecord_format(&rec, &l1), *b = vrecord_format(&before, &l2);
+		char *a = vrecord_format(&rec, &l1);
+		char *b = vrecord_format(early ? &first : &before, &l2);
 		if (!a || !b || l1 != l2 || memcmp(a, b, l1) != 0)
 			rc = meta_write_node_record(fs, n, &rec);
 		free(a);
@@ -279,6 +304,7 @@ static int set_mode_owner(struct viewfs *fs, struct vnode *n, enum layer l, cons
 	}
 	vrecord_clear(&rec);
 	vrecord_clear(&before);
+	vrecord_clear(&first);
 	return rc;
 }
 
@@ -328,6 +354,33 @@ static int apply_all(struct viewfs *fs, struct vnode *n, enum layer l, const str
 
 #define NEED_COPY_UP 1
 
+/* Would the kernel let the daemon make this chown on a copy it makes (a file of its own)? As
+ * chown(2) decides it (CAP_CHOWN, or the owner keeping the owner and choosing one of its
+ * groups), so that a chown that must fail does not first leave a useless copy in the layer. */
+static int chown_allowed(const struct change *c)
+{
+	struct __user_cap_header_struct hdr = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct caps[_LINUX_CAPABILITY_U32S_3];
+	if (syscall(SYS_capget, &hdr, caps) == 0 ? (caps[0].effective & (1u << CAP_CHOWN)) != 0
+						 : geteuid() == 0)
+		return 0;
+	uid_t uid = (c->to_set & FUSE_SET_ATTR_UID) ? c->attr->st_uid : (uid_t)-1;
+	gid_t gid = (c->to_set & FUSE_SET_ATTR_GID) ? c->attr->st_gid : (gid_t)-1;
+	if (uid != (uid_t)-1 && uid != geteuid())
+		return -EPERM;
+	if (gid == (gid_t)-1 || gid == getegid())
+		return 0;
+	int n = getgroups(0, NULL);
+	gid_t *groups = n > 0 ? calloc((size_t)n, sizeof *groups) : NULL;
+	n = groups ? getgroups(n, groups) : 0;
+	int rc = -EPERM;
+	for (int i = 0; i < n; i++)
+		if (groups[i] == gid)
+			rc = 0;
+	free(groups);
+	return rc;
+}
+
 /* One attempt at the change (ns write lock held). Returns NEED_COPY_UP when the file must be
  * copied into the layer first (the caller does it without the lock and tries again). */
 static int setattr_locked(struct viewfs *fs, struct vnode *n, const struct change *c, off_t *keep)
@@ -359,6 +412,11 @@ static int setattr_locked(struct viewfs *fs, struct vnode *n, const struct chang
 				if (rc < 0)
 					return rc;
 			} else {
+				int rc = 0;
+				if (c->to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID))
+					rc = chown_allowed(c);
+				if (rc < 0)
+					return rc;
 				*keep = -1;
 				if (c->to_set & FUSE_SET_ATTR_SIZE)
 					*keep = c->attr->st_size;
@@ -382,8 +440,9 @@ static void vfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int t
 		c.fd_layer = h->layer;
 	}
 	struct stat st;
-	int rc = 0;
-	for (int attempt = 0; attempt < 4; attempt++) {
+	int rc;
+	/* until done: each copy-up is progress, and a real file system never says EAGAIN here */
+	for (;;) {
 		off_t keep = -1;
 		ns_write(fs);
 		rc = setattr_locked(fs, n, &c, &keep);
@@ -392,7 +451,6 @@ static void vfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int t
 			rc = copy_up(fs, n, keep);
 			if (rc < 0)
 				break;
-			rc = -EAGAIN;
 			continue;
 		}
 		if (rc == 0)

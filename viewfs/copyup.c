@@ -9,6 +9,11 @@
  * written first, and then renamed into place: a crash leaves either the original or the whole
  * copy in the view, never half of it.
  *
+ * A regular file with several names in the original (hard links) is copied once for all of
+ * them: the copy goes into the index (SOURCE/.-/.-/index/INO, metadir.c) as well as to the
+ * name, so that every other name shows it too, now and after a remount (lookup.c), and
+ * "copying up" another of those names later only links the index's copy there.
+ *
  * Directories are "copied" by creating an empty directory in the layer (it merges with the
  * original's); their contents stay where they are. */
 #include "fs.h"
@@ -137,6 +142,84 @@ static void copy_record(struct viewfs *fs, struct vnode *n, const struct stat *o
 	}
 }
 
+/* May the user write n's original (it may not read it)? Keeps errno of a refusal. */
+static bool may_write(struct vnode *n)
+{
+	const char *name;
+	int at = node_at(n, LOWER, &name);
+	int e = errno;
+	bool ok = at >= 0 && faccessat(at, name, W_OK, AT_EACCESS | (*name ? 0 : AT_EMPTY_PATH)) == 0;
+	errno = e;
+	return ok;
+}
+
+/* The layer serves n from the index's copy but its name has no entry in the layer: an original
+ * name of a file with several names, one of which was copied up (ns lock held). */
+static bool alias_name(struct viewfs *fs, struct vnode *n)
+{
+	if (!n->index_key || !meta_index_has_data(fs, n->index_key) || n->unlinked)
+		return false;
+	struct stat st;
+	int pfd = n->parent->in_upper ? node_fd(n->parent, UPPER) : -1;
+	return pfd < 0 || fstatat(pfd, n->name, &st, AT_SYMLINK_NOFOLLOW) < 0;
+}
+
+/* Give such a name its entry: its record pointing at the shared one, then a link of the
+ * index's copy (ns write lock held). */
+static int link_up(struct viewfs *fs, struct vnode *n)
+{
+	int rc = ensure_upper_dir(fs, n->parent);
+	struct vrecord rec;
+	if (rc == 0 && (rc = meta_node_record(fs, n, &rec)) >= 0) {
+		if (!(rec.has & VREC_LINK))
+			vrecord_set_link(&rec, n->index_key);
+		rc = rec.link ? meta_write_node_record(fs, n, &rec) : -ENOMEM;
+		vrecord_clear(&rec);
+	}
+	int pfd = rc == 0 ? node_fd(n->parent, UPPER) : -1;
+	if (rc == 0 && pfd < 0)
+		rc = -errno;
+	if (rc == 0)
+		rc = meta_index_link(fs, n->index_key, pfd, n->name);
+	return rc;
+}
+
+/* Put the copy tmp (in the work area) in place for n: record first, then the copy; for a file
+ * with several names in the original, the shared record, the index's copy, then the name
+ * (ns write lock held). *placed: tmp is gone. */
+static int place_copy(struct viewfs *fs, struct vnode *n, const char *tmp, struct vrecord *rec,
+		      bool shared, nlink_t nlink, bool *placed)
+{
+	char key[VREC_KEY_MAX + 1];
+	meta_index_key(n->ino, key);
+	int rc = ensure_upper_dir(fs, n->parent);
+	if (rc == 0 && shared && meta_index_has_data(fs, key)) {
+		/* another name was copied up meanwhile (a node that did not know): use its copy */
+		free(n->index_key);
+		n->index_key = strdup(key);
+		return n->index_key ? link_up(fs, n) : -ENOMEM;
+	}
+	if (rc == 0 && shared) {
+		vrecord_set_link(rec, key);
+		rec->nlink = nlink;
+		rec->has |= VREC_NLINK;
+		if (!rec->link)
+			rc = -ENOMEM;
+	}
+	if (rc == 0)
+		rc = meta_write_node_record(fs, n, rec);
+	if (rc == 0 && shared)
+		rc = meta_index_add_data(fs, fs->work_fd, tmp, key);
+	int pfd = rc == 0 ? node_fd(n->parent, UPPER) : -1;
+	if (rc == 0 && (pfd < 0 || renameat2(fs->work_fd, tmp, pfd, n->name, RENAME_NOREPLACE) < 0))
+		rc = -errno;
+	if (rc == 0)
+		*placed = true;
+	if (rc == 0 && shared && !n->index_key && !(n->index_key = strdup(key)))
+		rc = -ENOMEM;
+	return rc;
+}
+
 int copy_up(struct viewfs *fs, struct vnode *n, off_t keep)
 {
 	if (S_ISDIR(n->type)) {
@@ -154,7 +237,13 @@ int copy_up(struct viewfs *fs, struct vnode *n, off_t keep)
 
 	ns_read(fs);
 	if (n->in_upper) {
+		bool alias = alias_name(fs, n);
 		ns_unlock(fs);
+		if (alias) {
+			ns_write(fs);
+			rc = alias_name(fs, n) ? link_up(fs, n) : 0;
+			ns_unlock(fs);
+		}
 		goto out;
 	}
 	if (n->excepted || fs->work_fd < 0) {
@@ -179,8 +268,11 @@ int copy_up(struct viewfs *fs, struct vnode *n, off_t keep)
 		 * shows), an original the user may not read is copied without its content: the
 		 * view's root may write to it (dpkg's lock, 0640 root; useradd rewriting
 		 * /etc/shadow and /etc/gshadow), but what the host keeps secret stays secret, so
-		 * the view's copy holds only what the view writes. */
-		if (src < 0 && !(fs->in_view && (errno == EACCES || errno == EPERM)))
+		 * the view's copy holds only what the view writes. A copy for O_TRUNC needs none of
+		 * the content either: a file the user may write but not read (0200) can be
+		 * truncated, as on the real file system. */
+		if (src < 0 && !((fs->in_view || (keep == 0 && may_write(n))) &&
+				 (errno == EACCES || errno == EPERM)))
 			rc = -errno;
 	} else if (S_ISLNK(st.st_mode)) {
 		target = malloc((size_t)PATH_MAX + 1);
@@ -263,20 +355,19 @@ int copy_up(struct viewfs *fs, struct vnode *n, off_t keep)
 	copy_record(fs, n, &st, real_mode, ruid, rgid, &rec);
 
 	/* Put it in place: record first, then the copy. */
+	bool shared = S_ISREG(st.st_mode) && st.st_nlink > 1 && fs_union(fs);
 	ns_write(fs);
 	if (n->in_upper || n->unlinked) {
 		ns_unlock(fs);
 		rc = n->in_upper ? 0 : -ENOENT;
 		goto out;
 	}
-	rc = ensure_upper_dir(fs, n->parent);
-	if (rc == 0)
-		rc = meta_write_node_record(fs, n, &rec);
+	bool placed = false;
+	rc = place_copy(fs, n, tmp, &rec, shared, st.st_nlink, &placed);
 	int pfd = rc == 0 ? node_fd(n->parent, UPPER) : -1;
-	if (rc == 0 && (pfd < 0 || renameat2(fs->work_fd, tmp, pfd, n->name, RENAME_NOREPLACE) < 0))
-		rc = -errno;
-	if (rc == 0) {
+	if (placed)
 		tmp[0] = '\0';
+	if (rc == 0) {
 		/* Files already open on the original read the copy from now on: a later write
 		 * through another descriptor must not leave them reading stale data. dup2 swaps
 		 * the file under the descriptor number the handle holds, atomically. */

@@ -15,7 +15,10 @@
  *
  * Order of writes, for crashes: a record before the object it describes, a whiteout before the
  * layer's object it replaces is removed, and a whiteout removed only after its replacement
- * exists. */
+ * exists. A new name of a file (ln) makes its metadata the index's shared record first
+ * (metadir.c). A rename whose metadata cannot follow its data in a safe order (over an
+ * existing name, or of a directory) is journaled (journal.c). rmdir of a directory that shows
+ * original children turns their metadata into its whiteout in one rename. */
 #include "fs.h"
 
 #include "log.h"
@@ -262,6 +265,51 @@ static int node_linkat(struct vnode *n, enum layer l, int dirfd, const char *nam
 	return linkat(AT_FDCWD, path, dirfd, name, AT_SYMLINK_FOLLOW) < 0 ? -errno : 0;
 }
 
+/* A file whose copy is in the index counts its names in its shared record (the copy's own
+ * link count counts the index and only the names that have a layer entry). A crash between a
+ * name's change and this leaves the count one off, nothing else. */
+static void count_names(struct viewfs *fs, const char *key, int delta)
+{
+	struct vrecord rec;
+	if (!key || !meta_index_has_data(fs, key) || meta_index_record(fs, key, &rec) <= 0)
+		return;
+	if (rec.has & VREC_NLINK) {
+		rec.nlink = delta < 0 && rec.nlink == 0 ? 0 : rec.nlink + (uint64_t)(int64_t)delta;
+		meta_index_write(fs, key, &rec);
+	}
+	vrecord_clear(&rec);
+}
+
+/* Before the layer's data gets the new name: the name's record, pointing at the file's shared
+ * record (which it becomes now if it is not yet), so that the new name has its metadata from
+ * the first moment and a later change through any name is one write aside. */
+static int share_for_link(struct viewfs *fs, struct vnode *s, struct vnode *q, const char *name)
+{
+	if (fs->work_fd < 0 || s->unlinked)
+		return 0; /* a layer that takes no records; a file with no name left */
+	char *key = NULL;
+	int rc = meta_share_record(fs, s, q, name, &key);
+	if (rc == 0) {
+		free(s->index_key);
+		s->index_key = key;
+	}
+	return rc;
+}
+
+static int link_in_layer(struct viewfs *fs, struct vnode *s, struct vnode *q, const char *name)
+{
+	int rc = share_for_link(fs, s, q, name);
+	if (rc == 0)
+		rc = node_linkat(s, UPPER, node_fd(q, UPPER), name);
+	if (rc < 0 && fs->work_fd >= 0) {
+		struct vrecord none = { 0 };
+		meta_write_record(fs, q, name, &none); /* the record made for the link */
+	} else if (rc == 0) {
+		count_names(fs, s->index_key, 1);
+	}
+	return rc;
+}
+
 static int link_locked(struct viewfs *fs, struct vnode *s, struct vnode *q, const char *name,
 		       struct fuse_entry_param *e)
 {
@@ -289,9 +337,7 @@ static int link_locked(struct viewfs *fs, struct vnode *s, struct vnode *q, cons
 		case VIEWFS_MOVE:
 			if (name_reserved(fs, q, name))
 				return -EINVAL;
-			rc = node_linkat(s, UPPER, node_fd(q, UPPER), name);
-			if (rc == 0)
-				meta_link_record(fs, s->parent, s->name, q, name);
+			rc = link_in_layer(fs, s, q, name);
 			break;
 		case VIEWFS_MERGE:
 			if (s->in_upper || !q->in_lower || whiteout)
@@ -317,9 +363,7 @@ static int link_locked(struct viewfs *fs, struct vnode *s, struct vnode *q, cons
 				return -EINVAL;
 			if ((rc = ensure_upper_dir(fs, q)) < 0)
 				return rc;
-			rc = node_linkat(s, UPPER, node_fd(q, UPPER), name);
-			if (rc == 0 && !s->unlinked)
-				rc = meta_link_record(fs, s->parent, s->name, q, name);
+			rc = link_in_layer(fs, s, q, name);
 			if (rc == 0 && whiteout)
 				rc = meta_clear_whiteout(fs, q, name);
 			break;
@@ -338,16 +382,14 @@ static void vfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const
 	struct viewfs *fs = fuse_req_userdata(req);
 	struct vnode *s = node_from_id(fs, ino), *q = node_from_id(fs, newparent);
 	struct fuse_entry_param e;
-	int rc = 0;
-	for (int attempt = 0; attempt < 4; attempt++) {
+	int rc;
+	/* until done: each copy-up is progress, and a real file system never says EAGAIN here */
+	for (;;) {
 		ns_write(fs);
 		rc = link_locked(fs, s, q, newname, &e);
 		ns_unlock(fs);
-		if (rc != NEED_COPY_UP)
+		if (rc != NEED_COPY_UP || (rc = copy_up(fs, s, -1)) < 0)
 			break;
-		if ((rc = copy_up(fs, s, -1)) < 0)
-			break;
-		rc = -EAGAIN;
 	}
 	reply_made(req, rc, &e);
 }
@@ -382,6 +424,17 @@ static void mark_unlinked(struct vnode *n, struct vnode *p, const char *name,
 	n->unlinked = true;
 }
 
+/* The upper data's last name is going: its shared record, when nothing else needs it, goes
+ * after it (a crash between leaves an unused record in the index, nothing in the view). */
+static bool last_layer_name(struct viewfs *fs, struct vnode *p, const char *name,
+			    const struct resolved *r)
+{
+	struct stat st;
+	return r->in_upper && r->has_rec && (r->rec.has & VREC_LINK) &&
+	       !meta_index_has_data(fs, r->rec.link) &&
+	       fstatat(node_fd(p, UPPER), name, &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_nlink == 1;
+}
+
 static int unlink_locked(struct viewfs *fs, struct vnode *p, const char *name)
 {
 	struct resolved r;
@@ -395,12 +448,14 @@ static int unlink_locked(struct viewfs *fs, struct vnode *p, const char *name)
 	struct vnode *n = node_of_resolved(fs, p, name, &r);
 	if (n && n->parent == p && strcmp(n->name, name) == 0)
 		keep_object(fs, n);
+	bool release = false;
 	if (r.excepted) {
 		rc = unlinkat(node_fd(p, LOWER), name, 0) < 0 ? -errno : 0;
 		goto done;
 	}
 	switch (fs->mode) {
 	case VIEWFS_MOVE:
+		release = last_layer_name(fs, p, name, &r);
 		rc = unlinkat(node_fd(p, UPPER), name, 0) < 0 ? -errno : 0;
 		if (rc == 0)
 			meta_remove(fs, p, name);
@@ -425,6 +480,7 @@ static int unlink_locked(struct viewfs *fs, struct vnode *p, const char *name)
 		/* fall through */
 	case VIEWFS_COW:
 		rc = 0;
+		release = last_layer_name(fs, p, name, &r);
 		if (lower_has(fs, p, name, NULL))
 			rc = meta_set_whiteout(fs, p, name);
 		if (rc == 0 && r.in_upper && unlinkat(node_fd(p, UPPER), name, 0) < 0)
@@ -432,6 +488,11 @@ static int unlink_locked(struct viewfs *fs, struct vnode *p, const char *name)
 		if (rc == 0)
 			rc = meta_remove(fs, p, name);
 		break;
+	}
+	if (rc == 0 && r.has_rec && (r.rec.has & VREC_LINK)) {
+		count_names(fs, r.rec.link, -1);
+		if (release)
+			meta_index_release(fs, r.rec.link);
 	}
 done:
 	if (rc == 0)
@@ -447,6 +508,26 @@ static void vfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	int rc = unlink_locked(fs, node_from_id(fs, parent), name);
 	ns_unlock(fs);
 	fuse_reply_err(req, -rc);
+}
+
+/* Before a directory that merges an original one goes: it shows the layer's directory alone
+ * (opaque, its number kept), which is as empty as the view was, so that no later step can show
+ * the original's children again (ns write lock held). */
+static int stop_merging(struct viewfs *fs, struct vnode *n)
+{
+	struct vrecord rec;
+	int rc = meta_node_record(fs, n, &rec);
+	if (rc < 0)
+		return rc;
+	vrecord_set_redirect(&rec, NULL);
+	rec.has |= VREC_OPAQUE;
+	if (!(rec.has & VREC_INO)) {
+		rec.ino = n->ino;
+		rec.has |= VREC_INO;
+	}
+	rc = meta_write_node_record(fs, n, &rec);
+	vrecord_clear(&rec);
+	return rc;
 }
 
 static int rmdir_locked(struct viewfs *fs, struct vnode *p, const char *name)
@@ -494,14 +575,21 @@ static int rmdir_locked(struct viewfs *fs, struct vnode *p, const char *name)
 			/* refused, or not empty because of deleted entries: a whiteout */
 			if (!refused(-rc) && rc != -ENOTEMPTY && rc != -EEXIST)
 				break;
+			rc = 0;
 		}
 		/* fall through */
 	case VIEWFS_COW:
-		rc = meta_remove(fs, p, name);
+		/* In an order where a crash shows the empty directory or nothing: the layer's
+		 * directory alone, then the whiteout in place of the children's metadata (one
+		 * rename), then the layer's directory and the record go. */
+		if (n->in_upper && n->in_lower)
+			rc = stop_merging(fs, n);
 		if (rc == 0 && lower_has(fs, p, name, NULL))
-			rc = meta_set_whiteout(fs, p, name);
+			rc = meta_whiteout_replacing_children(fs, p, name);
 		if (rc == 0 && n->in_upper && unlinkat(node_fd(p, UPPER), name, AT_REMOVEDIR) < 0)
 			rc = -errno;
+		if (rc == 0)
+			rc = meta_remove(fs, p, name);
 		break;
 	}
 done:
@@ -533,6 +621,29 @@ struct rename_op {
 	struct vnode *copy;        /* NEED_COPY_UP: this one first */
 };
 
+/* rec as the record of a directory that arrived at name in q, with its original content at
+ * lower (a path from the original's root, or NULL): which original directory it merges. */
+static int dir_record_after_move(struct viewfs *fs, struct vrecord *rec, struct vnode *q,
+				 const char *name, const char *lower)
+{
+	struct stat lst;
+	if (lower) {
+		char *abs = NULL;
+		if (asprintf(&abs, "/%s", lower) < 0)
+			return -ENOMEM;
+		vrecord_set_redirect(rec, abs);
+		free(abs);
+		rec->has &= ~(unsigned)VREC_OPAQUE;
+	} else {
+		vrecord_set_redirect(rec, NULL);
+		if (lower_has(fs, q, name, &lst) && S_ISDIR(lst.st_mode))
+			rec->has |= VREC_OPAQUE;
+		else
+			rec->has &= ~(unsigned)VREC_OPAQUE;
+	}
+	return 0;
+}
+
 /* After a directory arrived at name in q: which original directory it merges with. */
 static int fix_dir_record(struct viewfs *fs, struct vnode *q, const char *name,
 			  const char *lower)
@@ -541,25 +652,51 @@ static int fix_dir_record(struct viewfs *fs, struct vnode *q, const char *name,
 	int has = meta_record(fs, q, name, &rec);
 	if (has < 0)
 		return has;
-	struct stat lst;
-	if (lower) {
-		char *abs = NULL;
-		if (asprintf(&abs, "/%s", lower) < 0) {
-			vrecord_clear(&rec);
-			return -ENOMEM;
-		}
-		vrecord_set_redirect(&rec, abs);
-		free(abs);
-		rec.has &= ~(unsigned)VREC_OPAQUE;
-	} else {
-		vrecord_set_redirect(&rec, NULL);
-		if (lower_has(fs, q, name, &lst) && S_ISDIR(lst.st_mode))
-			rec.has |= VREC_OPAQUE;
-		else
-			rec.has &= ~(unsigned)VREC_OPAQUE;
-	}
-	int rc = meta_write_record(fs, q, name, &rec);
+	int rc = dir_record_after_move(fs, &rec, q, name, lower);
+	if (rc == 0)
+		rc = meta_write_record(fs, q, name, &rec);
 	vrecord_clear(&rec);
+	return rc;
+}
+
+/* Does a name have metadata that a rename must move or replace? */
+static bool has_metadata(struct viewfs *fs, struct vnode *d, const char *name)
+{
+	return meta_flags(fs, d, name) & (META_RECORD | META_SUBDIR);
+}
+
+/* Write the journal of the rename of op->a to op->b (before the data moves): the name record
+ * b ends with (a's, for a directory in a union pointing at its original content s_lower),
+ * whether a ends with a whiteout, and whether a's children's metadata moves. orig_from: the
+ * data moves in the original, from there. */
+static int journal_rename(struct viewfs *fs, struct rename_op *op, bool dir_in_union,
+			  const char *s_lower, bool whiteout, const char *orig_from)
+{
+	struct journal j = { 0 };
+	int rc = 0;
+	j.from = view_path(fs, op->p, op->a);
+	j.to = view_path(fs, op->q, op->b);
+	j.orig_from = orig_from ? strdup(orig_from) : NULL;
+	if (!j.from || !j.to || (orig_from && !j.orig_from))
+		rc = -ENOMEM;
+	if (rc == 0 && dir_in_union) {
+		struct vrecord rec;
+		rc = meta_record(fs, op->p, op->a, &rec);
+		if (rc >= 0)
+			rc = dir_record_after_move(fs, &rec, op->q, op->b, s_lower);
+		size_t len;
+		if (rc == 0 && !vrecord_empty(&rec) && !(j.record = vrecord_format(&rec, &len)))
+			rc = -ENOMEM;
+		vrecord_clear(&rec);
+	} else if (rc == 0) {
+		rc = meta_name_record_text(fs, op->p, op->a, &j.record);
+		rc = rc > 0 ? 0 : rc;
+	}
+	j.whiteout = whiteout;
+	j.children = meta_flags(fs, op->p, op->a) & META_SUBDIR;
+	if (rc == 0)
+		rc = journal_begin(fs, &j);
+	journal_clear(&j);
 	return rc;
 }
 
@@ -575,19 +712,30 @@ static void rename_nodes(struct viewfs *fs, struct rename_op *op)
 		node_set_name(fs, d, op->p, op->a);
 }
 
+/* NEED_COPY_UP for n (resolved as r): copy_up() gives an alias its own link of the index's
+ * copy, which it finds by the node's key. */
+static int want_copy(struct vnode *n, const struct resolved *r)
+{
+	if (r->alias && !n->index_key && !(n->index_key = strdup(r->rec.link)))
+		return -ENOMEM;
+	return NEED_COPY_UP;
+}
+
 static int rename_cow(struct viewfs *fs, struct rename_op *op)
 {
 	bool exchange = op->flags & RENAME_EXCHANGE;
 	struct vnode *s = op->s, *d = op->d;
 	int rc;
 
-	if (!S_ISDIR(s->type) && !s->in_upper) {
+	/* files move in the layer: a copy first (an original name of a file whose copy is in
+	 * the index gets its own link of that copy) */
+	if (!S_ISDIR(s->type) && (!s->in_upper || op->rs.alias)) {
 		op->copy = s;
-		return NEED_COPY_UP;
+		return want_copy(s, &op->rs);
 	}
-	if (exchange && !S_ISDIR(d->type) && !d->in_upper) {
+	if (exchange && !S_ISDIR(d->type) && (!d->in_upper || op->rd.alias)) {
 		op->copy = d;
-		return NEED_COPY_UP;
+		return want_copy(d, &op->rd);
 	}
 	if (name_reserved(fs, op->q, op->b) || (exchange && name_reserved(fs, op->p, op->a)))
 		return -EINVAL;
@@ -605,18 +753,28 @@ static int rename_cow(struct viewfs *fs, struct rename_op *op)
 	 * renamed to a free name, so that a crash at any point shows the file at one name with its
 	 * metadata: the whiteout is hidden by the layer's copy still at a, and the record is
 	 * hard-linked to b (meaningless until the data arrives; a keeps its own) and unlinked from
-	 * a after the rename. (Over an existing b, the record has to follow the data: b's own
-	 * metadata, or none, stays until b is replaced. docs/reliability.md names that window.) */
+	 * a after the rename. Over an existing b, b's metadata has to stay until b is replaced,
+	 * and a directory's children's metadata cannot move with it: those renames are journaled
+	 * (journal.c), and a crash is finished at the next mount. */
 	bool link_record = !exchange && !op->have_d && !S_ISDIR(s->type) &&
 			   (meta_flags(fs, op->p, op->a) & META_RECORD) &&
 			   !(meta_flags(fs, op->q, op->b) & META_RECORD);
 	bool whiteout_first = !exchange && !S_ISDIR(s->type) &&
 			      !(meta_flags(fs, op->p, op->a) & META_WHITEOUT) &&
 			      lower_has(fs, op->p, op->a, NULL);
+	bool journaled = !exchange && !link_record &&
+			 (S_ISDIR(s->type) || has_metadata(fs, op->p, op->a) ||
+			  has_metadata(fs, op->q, op->b));
 	struct vrecord none = { 0 };
 	if (whiteout_first && (rc = meta_set_whiteout(fs, op->p, op->a)) < 0)
 		goto out;
 	if (link_record && (rc = meta_link_record(fs, op->p, op->a, op->q, op->b)) < 0) {
+		if (whiteout_first)
+			meta_clear_whiteout(fs, op->p, op->a);
+		goto out;
+	}
+	if (journaled && (rc = journal_rename(fs, op, S_ISDIR(s->type), s_lower,
+					      lower_has(fs, op->p, op->a, NULL), NULL)) < 0) {
 		if (whiteout_first)
 			meta_clear_whiteout(fs, op->p, op->a);
 		goto out;
@@ -628,25 +786,75 @@ static int rename_cow(struct viewfs *fs, struct rename_op *op)
 			meta_write_record(fs, op->q, op->b, &none);
 		if (whiteout_first)
 			meta_clear_whiteout(fs, op->p, op->a);
+		if (journaled)
+			journal_end(fs);
 		goto out;
 	}
-	if (!exchange && op->have_d && !link_record)
-		meta_remove(fs, op->q, op->b); /* the metadata of what was replaced */
+	if (!exchange && op->have_d && !link_record) {
+		/* the metadata of what was replaced */
+		if (d && !S_ISDIR(d->type) && (op->rd.rec.has & VREC_LINK))
+			count_names(fs, op->rd.rec.link, -1);
+		meta_remove(fs, op->q, op->b);
+	}
 	if (link_record && (rc = meta_write_record(fs, op->p, op->a, &none)) < 0)
-		goto out;
+		goto out_moved;
 	if (!exchange && (rc = meta_clear_whiteout(fs, op->q, op->b)) < 0)
-		goto out;
+		goto out_moved;
 	if ((rc = meta_move(fs, op->p, op->a, op->q, op->b, exchange)) < 0)
-		goto out;
+		goto out_moved;
 	if (S_ISDIR(s->type) && (rc = fix_dir_record(fs, op->q, op->b, s_lower)) < 0)
-		goto out;
+		goto out_moved;
 	if (exchange && S_ISDIR(d->type) && (rc = fix_dir_record(fs, op->p, op->a, d_lower)) < 0)
-		goto out;
+		goto out_moved;
 	if (!exchange && lower_has(fs, op->p, op->a, NULL))
 		rc = meta_set_whiteout(fs, op->p, op->a);
+out_moved:
+	/* also after a failed step: the journal is for a crash, and one left behind would
+	 * replay old metadata over later changes at the next mount */
+	if (journaled)
+		journal_end(fs);
 out:
 	free(s_lower);
 	free(d_lower);
+	return rc;
+}
+
+/* A rename within one layer (move mode, or mincow's real rename in the original): the data in
+ * one rename, then the records of what was replaced and of what moved, journaled when there
+ * are any. orig: the data is in the original. */
+static int rename_plain(struct viewfs *fs, struct rename_op *op, bool orig)
+{
+	bool exchange = op->flags & RENAME_EXCHANGE;
+	enum layer l = orig ? LOWER : UPPER;
+	bool journaled = !exchange && (has_metadata(fs, op->p, op->a) ||
+				       (op->have_d && has_metadata(fs, op->q, op->b)));
+	int rc = 0;
+	if (journaled) {
+		char *from = NULL;
+		if (orig) {
+			char *pl = lower_path(fs, op->p);
+			if (!pl || asprintf(&from, "/%s%s%s", pl, *pl ? "/" : "", op->a) < 0)
+				from = NULL;
+			free(pl);
+			if (!from)
+				return -ENOMEM;
+		}
+		rc = journal_rename(fs, op, false, NULL, false, from);
+		free(from);
+		if (rc < 0)
+			return rc;
+	}
+	if (renameat2(node_fd(op->p, l), op->a, node_fd(op->q, l), op->b, op->flags) < 0) {
+		rc = -errno;
+		if (journaled)
+			journal_end(fs);
+		return rc;
+	}
+	if (!exchange && op->have_d)
+		meta_remove(fs, op->q, op->b);
+	rc = meta_move(fs, op->p, op->a, op->q, op->b, exchange);
+	if (journaled)
+		journal_end(fs); /* (also after a failure: see rename_cow) */
 	return rc;
 }
 
@@ -703,11 +911,7 @@ static int rename_locked(struct viewfs *fs, struct rename_op *op)
 
 	switch (fs->mode) {
 	case VIEWFS_MOVE:
-		if (renameat2(node_fd(op->p, UPPER), op->a, node_fd(op->q, UPPER), op->b, op->flags) < 0)
-			return -errno;
-		if (!exchange && op->have_d)
-			meta_remove(fs, op->q, op->b);
-		rc = meta_move(fs, op->p, op->a, op->q, op->b, exchange);
+		rc = rename_plain(fs, op, false);
 		break;
 	case VIEWFS_MERGE:
 		if (s->in_upper || (d && d->in_upper) || !op->q->in_lower ||
@@ -720,16 +924,9 @@ static int rename_locked(struct viewfs *fs, struct rename_op *op)
 	case VIEWFS_MINCOW:
 		if (!s->in_upper && (!d || !d->in_upper) && op->q->in_lower &&
 		    !whiteout_at(fs, op->q, op->b)) {
-			if (renameat2(node_fd(op->p, LOWER), op->a, node_fd(op->q, LOWER), op->b,
-				      op->flags) == 0) {
-				if (!exchange && op->have_d)
-					meta_remove(fs, op->q, op->b);
-				rc = meta_move(fs, op->p, op->a, op->q, op->b, exchange);
+			rc = rename_plain(fs, op, true);
+			if (rc == 0 || (!refused(-rc) && rc != -EXDEV))
 				break;
-			}
-			rc = -errno;
-			if (!refused(-rc) && rc != -EXDEV)
-				return rc;
 		}
 		/* fall through */
 	case VIEWFS_COW:
@@ -751,8 +948,9 @@ static void vfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse
 		fuse_reply_err(req, EINVAL); /* RENAME_WHITEOUT: the view has no such thing */
 		return;
 	}
-	int rc = 0;
-	for (int attempt = 0; attempt < 4; attempt++) {
+	int rc;
+	/* until done: each copy-up is progress, and a real file system never says EAGAIN here */
+	for (;;) {
 		struct rename_op op = { .p = node_from_id(fs, parent), .q = node_from_id(fs, newparent),
 					.a = name, .b = newname, .flags = flags };
 		ns_write(fs);
@@ -773,7 +971,6 @@ static void vfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse
 		node_unref(fs, copy, 1);
 		if (rc < 0)
 			break;
-		rc = -EAGAIN;
 	}
 	fuse_reply_err(req, -rc);
 }

@@ -111,16 +111,13 @@ static void vfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct vnode *n = node_from_id(fs, ino);
 	int fd = -1, rc = 0;
 	enum layer layer = LOWER;
-	for (int attempt = 0; attempt < 4; attempt++) {
+	/* until done: each copy-up is progress, and a real file system never says EAGAIN here */
+	for (;;) {
 		ns_read(fs);
 		rc = open_locked(fs, n, fi->flags, &fd, &layer);
 		ns_unlock(fs);
-		if (rc != NEED_COPY_UP)
+		if (rc != NEED_COPY_UP || (rc = copy_up(fs, n, (fi->flags & O_TRUNC) ? 0 : -1)) < 0)
 			break;
-		rc = copy_up(fs, n, (fi->flags & O_TRUNC) ? 0 : -1);
-		if (rc < 0)
-			break;
-		rc = -EAGAIN;
 	}
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);

@@ -8,6 +8,7 @@
  *   dir.c      create/link/unlink/rename     readdir.c  merged listings
  *   attr.c     getattr/setattr/vstat/access  xattr.c    extended attributes
  *   file.c     open and file I/O             ops.c      the FUSE operation table, init
+ *   journal.c  the rename journal in the work area (a crash mid-rename is finished at mount)
  *   mount.c    set-up and mount (callable from a launcher, see viewfs.h)
  *   serve.c    the serving loop (leader/follower threads)
  *
@@ -34,6 +35,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <limits.h>
 #include <sys/stat.h>
 
 enum layer { LOWER = 0, UPPER = 1 };
@@ -97,6 +99,10 @@ struct vnode {
 	struct metadir *_Atomic meta; /* directories: .- listing, loaded on first use */
 	struct vhandle *handles;      /* open files, for getattr after unlink (table_lock) */
 	struct vrecord last_rec;      /* record of an unlinked node (getattr after unlink) */
+	/* The index entry (SOURCE/.-/.-/index/KEY) that holds this file's shared record, and its
+	 * data when it is a copied-up original with several names: set when the file has several
+	 * names (hard links), NULL otherwise. */
+	char *index_key;
 };
 
 /* An open file. */
@@ -118,6 +124,9 @@ struct viewfs {
 	double timeout;
 	int lower_root, upper_root; /* O_PATH fds opened before the mount */
 	int work_fd;           /* SOURCE/.-/.- (temporary files), -1 when the layer is read-only */
+	/* SOURCE/.-/.-/index: its cached listing (shared records, copies of hard links); its fd
+	 * is -1 until the directory exists */
+	struct metadir *index;
 	dev_t lower_dev, upper_dev;
 	uid_t uid;             /* the daemon's own ids: owners of what it creates */
 	gid_t gid;
@@ -215,6 +224,9 @@ struct resolved {
 	uint64_t ino;
 	mode_t type;
 	bool self[2];           /* the entry of a layer is the mount point (shows what it covers) */
+	/* An original name of a file with several names whose copy is in the index: the view
+	 * shows that copy (st is the copy's stat, lst the original's), and rec.link its key. */
+	bool alias;
 };
 int except_build(struct viewfs *fs);
 void except_free(struct except_node *e);
@@ -267,12 +279,64 @@ int meta_move(struct viewfs *fs, struct vnode *d1, const char *n1, struct vnode 
 	      const char *n2, bool exchange);
 int meta_link_record(struct viewfs *fs, struct vnode *d1, const char *n1, struct vnode *d2,
 		     const char *n2);
+/* Before `ln n1 n2`: make n1's record the index's shared record (its name record says link=)
+ * and give n2 a name record pointing at it, so that a change through either name is one
+ * write-aside-and-rename of the shared record. The shared record's key in *key (caller frees). */
+int meta_share_record(struct viewfs *fs, struct vnode *s, struct vnode *d2, const char *n2,
+		      char **key);
+/* The name record of name in d as it is on disk (a link= record is not followed), formatted:
+ * 1 with *text (malloc'ed), 0 when there is none, -errno. */
+int meta_name_record_text(struct viewfs *fs, struct vnode *d, const char *name, char **text);
+/* rmdir: the whiteout of name replaces, in one rename, the directory of its children's
+ * metadata (SOURCE/.-/DIR/name/), whose old content is then removed from the work area. */
+int meta_whiteout_replacing_children(struct viewfs *fs, struct vnode *d, const char *name);
+/* The index (SOURCE/.-/.-/index): KEY\x7f a shared record, KEY the copy of an original with
+ * several names. Keys of originals are their view inode numbers (meta_index_key). */
+void meta_index_key(uint64_t ino, char key[VREC_KEY_MAX + 1]);
+/* The shared record of key: 1 (rec filled, rec->link = key), 0 when there is none, -EIO. */
+int meta_index_record(struct viewfs *fs, const char *key, struct vrecord *rec);
+bool meta_index_has_data(struct viewfs *fs, const char *key);
+int meta_index_stat(struct viewfs *fs, const char *key, struct stat *st);
+int meta_index_open(struct viewfs *fs, const char *key, int flags);
+/* Link the copy at fromdir/from into the index as key's data. */
+int meta_index_add_data(struct viewfs *fs, int fromdir, const char *from, const char *key);
+/* Replace key's shared record (link= is not stored). */
+int meta_index_write(struct viewfs *fs, const char *key, const struct vrecord *rec);
+/* Link key's copy in the index to dirfd/name. */
+int meta_index_link(struct viewfs *fs, const char *key, int dirfd, const char *name);
+/* The last name of a file born in the layer is gone: drop its shared record. */
+void meta_index_release(struct viewfs *fs, const char *key);
+/* The record file's name of a name (name + 0x7F, or the hashed form for long names). */
+void meta_record_file(const char *name, char file[NAME_MAX + 3]);
+/* rm -r of name in the directory fd parent, without following symlinks. */
+int meta_remove_tree(int parent, const char *name);
+/* Write buf into a new file of the work area and rename it to dirfd/name. */
+int meta_write_aside(struct viewfs *fs, int dirfd, const char *name, const char *buf, size_t len);
 /* A new file in the work area (SOURCE/.-/.-): returns an fd open O_RDWR and its name. */
 int work_create(struct viewfs *fs, char *name, size_t namelen, mode_t mode);
 /* A name for something to be created in the work area. */
 void work_name(struct viewfs *fs, char *name, size_t namelen);
 /* Does a name need refusing in the layer (names ending in 0x7F are record names)? */
 bool name_reserved(struct viewfs *fs, struct vnode *d, const char *name);
+
+/* --- journal.c --- */
+/* One rename whose metadata must follow its data (docs/viewfs-layer-format.md, "Atomicity"):
+ * written before the data moves, removed once the metadata is in place; a journal found at
+ * mount is finished (when the data had moved) or dropped (when it had not). */
+struct journal {
+	char *from, *to;      /* view paths of the two names ("/a/b") */
+	char *orig_from;      /* the data moved in the original (mincow): its path there */
+	char *record;         /* the name record `to` ends with (file text); NULL: none */
+	bool whiteout;        /* `from` ends with a whiteout */
+	bool children;        /* SOURCE/.-/from/ (children's metadata) ends at SOURCE/.-/to/ */
+};
+int journal_begin(struct viewfs *fs, const struct journal *j);
+void journal_end(struct viewfs *fs);
+void journal_clear(struct journal *j);
+/* At mount, before the root's listing is read: finish or drop a journal left by a crash. */
+void journal_replay(struct viewfs *fs, int meta_root);
+/* The view path of name in directory d ("/a/b/name"); malloc'ed. */
+char *view_path(struct viewfs *fs, struct vnode *d, const char *name);
 
 /* --- copyup.c --- */
 /* Copy non-directory n into the layer (no lock held by the caller). keep: bytes of data to

@@ -136,6 +136,35 @@ bool unreadable_is_empty(const struct viewfs *fs, int err)
 	return (err == EACCES || err == EPERM) && fs->in_view && fs->vstat && fs_cowlike(fs);
 }
 
+/* An original file with several names: once one of them was copied up (or had its metadata
+ * changed) the index holds its copy and shared record under its view inode number, and every
+ * name of it shows those (overlayfs's index). */
+static int resolve_alias(struct viewfs *fs, struct resolved *r)
+{
+	char key[VREC_KEY_MAX + 1];
+	if (r->has_rec && (r->rec.has & VREC_LINK))
+		snprintf(key, sizeof key, "%s", r->rec.link);
+	else
+		meta_index_key(vfs_ino(fs, r->lst.st_dev, r->lst.st_ino), key);
+	if (!r->has_rec) {
+		int rc = meta_index_record(fs, key, &r->rec);
+		if (rc < 0)
+			return rc;
+		r->has_rec = rc > 0;
+	}
+	if (meta_index_has_data(fs, key)) {
+		int rc = meta_index_stat(fs, key, &r->st);
+		if (rc < 0)
+			return rc;
+		r->alias = true;
+		if (!r->has_rec || !(r->rec.has & VREC_LINK)) {
+			vrecord_set_link(&r->rec, key); /* no record of its own: the copy's key */
+			r->has_rec = true;
+		}
+	}
+	return 0;
+}
+
 int resolve(struct viewfs *fs, struct vnode *p, const char *name, struct resolved *r)
 {
 	memset(r, 0, sizeof *r);
@@ -187,8 +216,20 @@ int resolve(struct viewfs *fs, struct vnode *p, const char *name, struct resolve
 			return -errno;
 		}
 	}
-	if (!r->in_upper && !r->in_lower)
-		return -ENOENT;
+	if (!r->in_upper && !r->in_lower) {
+		/* a directory on the way to an except= path that the layer does not have (move
+		 * mode, or a deleted one): it leads there and shows nothing else of the original */
+		struct stat lst;
+		bool self;
+		int lfd = ec && !ec->terminal && node_has_fd(p, LOWER) ? node_fd(p, LOWER) : -1;
+		if (lfd < 0 || layer_stat(fs, lfd, name, &lst, &self) < 0 || !S_ISDIR(lst.st_mode) ||
+		    self)
+			return -ENOENT;
+		r->st = lst;
+		r->type = S_IFDIR;
+		r->ino = vfs_ino(fs, lst.st_dev, lst.st_ino);
+		return 0;
+	}
 
 	if (mf & META_RECORD) {
 		int rc = meta_record(fs, p, name, &r->rec);
@@ -205,6 +246,11 @@ int resolve(struct viewfs *fs, struct vnode *p, const char *name, struct resolve
 			if (fd >= 0)
 				close(fd);
 		}
+	}
+	if (!r->in_upper && S_ISREG(r->lst.st_mode) && r->lst.st_nlink > 1) {
+		int rc = resolve_alias(fs, r);
+		if (rc < 0)
+			return rc;
 	}
 	r->type = r->st.st_mode & S_IFMT;
 	if (r->has_rec && (r->rec.has & VREC_TYPE) && S_ISREG(r->st.st_mode))
@@ -240,6 +286,12 @@ static int resolve_fds(struct viewfs *fs, struct vnode *p, const char *name,
 
 	if (r->in_upper && own) {
 		fds[UPPER] = layer_open(fs, r, UPPER, node_fd(p, UPPER), name, flags);
+		if (fds[UPPER] < 0)
+			return -errno;
+	}
+	if (r->alias) {
+		/* the copy in the index serves it: reached by its own fd, as hard links are */
+		fds[UPPER] = meta_index_open(fs, r->rec.link, O_PATH);
 		if (fds[UPPER] < 0)
 			return -errno;
 	}
@@ -379,7 +431,9 @@ int lookup_entry(struct viewfs *fs, struct vnode *p, const char *name,
 		return -ENOMEM;
 	}
 	nn->ino = r.ino;
-	nn->in_upper = r.in_upper;
+	nn->in_upper = r.in_upper || r.alias;
+	if (r.has_rec && (r.rec.has & VREC_LINK) && !S_ISDIR(r.type))
+		nn->index_key = strdup(r.rec.link); /* (NULL on ENOMEM: the name's record still has it) */
 	nn->in_lower = r.in_lower;
 	nn->excepted = r.excepted;
 	nn->except = r.except;
@@ -407,6 +461,7 @@ int lookup_entry(struct viewfs *fs, struct vnode *p, const char *name,
 		node_close_fds(nn);
 		nn->parent = NULL;
 		pthread_mutex_destroy(&nn->copyup_lock);
+		free(nn->index_key);
 		free(nn->name);
 		free(nn);
 	}

@@ -22,8 +22,10 @@
  *   - The layer must not be changed behind the daemon's back while mounted (as with overlayfs):
  *     its metadata is cached. The original may change; the view sees it after the cache
  *     timeout (-o timeout, default 1 s).
- *   - Hard links between original files are one file until one name is copied up; after a
- *     remount the other names show the original again (overlayfs without its index, likewise).
+ *   - Hard links between original files stay one file after one name is copied up, also
+ *     after a remount (the layer's index, as overlayfs's); their link count in the view is
+ *     kept in the shared record, and a crash between a name's change and its update leaves
+ *     it one off.
  *
  * MOUNTPOINT `/`, or `-- COMMAND`, makes it a view for a command (launcher.c: namespaces,
  * virtual root); `--enter PID` joins such a view (enter.c). */

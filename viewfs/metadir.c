@@ -11,6 +11,15 @@
  * A record's file name is its object's name plus byte 0x7F; when that would exceed 255 bytes
  * (a 255-byte name), it is 0x7F, 32 hex digits of a 128-bit FNV-1a hash of the name, and 0x7F.
  *
+ * Every change is written aside in the work area and renamed into place, so a crash leaves the
+ * old or the new file, never half of one. A file with several names (hard links) has one
+ * metadata for all of them: its names' records say `link=KEY` and the metadata is the shared
+ * record SOURCE/.-/.-/index/KEY + 0x7F, replaced by a rename like any other (rewriting one
+ * record file hard-linked under every name, as viewfs once did, could only be done in place).
+ * The index also holds the layer's copy of an original file that has several names in the
+ * original (index/KEY, KEY its view inode number): every name of it shows that copy once one
+ * of them was copied up (lookup.c), as overlayfs's index does.
+ *
  * The listing is a small chained hash of names, written here: a library container would not
  * save code next to the flags and lazily parsed records each name carries. */
 #include "fs.h"
@@ -25,10 +34,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #define RECORD_MARK '\x7f'
 #define KEY_MAX (NAME_MAX + 2)
+#define INDEX_NAME "index"
 
 /* ------------------------------------------------------------------ names and keys */
 
@@ -53,6 +64,13 @@ static void record_key(const char *name, char key[KEY_MAX])
 static void record_file(const char *key, char file[KEY_MAX + 1])
 {
 	snprintf(file, KEY_MAX + 1, "%s%c", key, RECORD_MARK);
+}
+
+void meta_record_file(const char *name, char file[NAME_MAX + 3])
+{
+	char key[KEY_MAX];
+	record_key(name, key);
+	record_file(key, file);
 }
 
 bool name_reserved(struct viewfs *fs, struct vnode *d, const char *name)
@@ -248,10 +266,29 @@ static struct metadir *meta_read(struct viewfs *fs, int fd, bool is_root)
 	return m;
 }
 
-/* The root's listing. */
+/* Leftovers of a crash in the work area: half-written copies and records, and the children's
+ * metadata of a directory whose whiteout replaced it; never part of the view. */
+static void clean_work_area(struct viewfs *fs)
+{
+	int dfd = openat(fs->work_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *dir = dfd >= 0 ? fdopendir(dfd) : NULL;
+	if (!dir) {
+		if (dfd >= 0)
+			close(dfd);
+		return;
+	}
+	struct dirent *de;
+	while ((de = readdir(dir)))
+		if (strncmp(de->d_name, "tmp.", 4) == 0)
+			meta_remove_tree(fs->work_fd, de->d_name);
+	closedir(dir);
+}
+
+/* The root's listing, the work area and the index. */
 int meta_init(struct viewfs *fs)
 {
-	bool writable = !fs->readonly && (fs_cowlike(fs) || fs->vstat);
+	/* merge never writes SOURCE (it may be read-only), move only records of vstat */
+	bool writable = !fs->readonly && (fs_cowlike(fs) || (fs->vstat && fs->mode == VIEWFS_MOVE));
 	fs->work_fd = -1;
 	int mfd = openat(fs->upper_root, META_NAME, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (mfd < 0 && errno == ENOENT && writable) {
@@ -274,19 +311,23 @@ int meta_init(struct viewfs *fs)
 			close(mfd);
 			return -e;
 		}
-		/* leftovers of a crash: half-written copies and records, never part of the view */
-		int dfd = openat(fs->work_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		DIR *dir = dfd >= 0 ? fdopendir(dfd) : NULL;
-		if (dir) {
-			struct dirent *de;
-			while ((de = readdir(dir)))
-				if (strncmp(de->d_name, "tmp.", 4) == 0 &&
-				    unlinkat(fs->work_fd, de->d_name, 0) < 0)
-					unlinkat(fs->work_fd, de->d_name, AT_REMOVEDIR);
-			closedir(dir);
-		} else if (dfd >= 0) {
-			close(dfd);
-		}
+		clean_work_area(fs);
+	}
+	if (mfd >= 0)
+		journal_replay(fs, mfd);
+	/* the index, also on a read-only layer: its copies and shared records are the view's */
+	int wfd = fs->work_fd >= 0 ? fcntl(fs->work_fd, F_DUPFD_CLOEXEC, 0)
+		  : mfd >= 0 ? openat(mfd, META_NAME, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+			     : -1;
+	int ifd = wfd >= 0 ? openat(wfd, INDEX_NAME, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+			   : -1;
+	if (wfd >= 0)
+		close(wfd);
+	fs->index = meta_read(fs, ifd, false);
+	if (!fs->index) {
+		if (mfd >= 0)
+			close(mfd);
+		return -ENOMEM;
 	}
 	struct metadir *m = meta_read(fs, mfd, true);
 	if (!m)
@@ -352,47 +393,238 @@ void report_corrupt(struct viewfs *fs, struct vnode *d, const char *name, const 
 	vo_error("corrupt layer record %s/%s/%s%s\\x7f: %s", fs->source, META_NAME, path, name, why);
 }
 
-static int load_record(struct viewfs *fs, struct vnode *d, struct metadir *m,
-		       struct metaent *e, const char *name)
+/* Read and parse the record file `file` of the directory mfd. 0, -ENOENT, -ENOMEM, or -EIO
+ * with why. *shared: the file has several links (written by an earlier viewfs). */
+static int read_record(int mfd, const char *file, struct vrecord *rec, bool *shared, char *why,
+		       size_t whylen)
 {
-	char file[KEY_MAX + 1];
-	record_file(e->name, file);
-	int mfd = meta_fd(fs, d, m);
+	memset(rec, 0, sizeof *rec);
 	int fd = mfd < 0 ? -1 : openat(mfd, file, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0) {
-		if (errno == ENOENT) {
-			e->flags &= ~(unsigned)META_RECORD;
-			return 0;
-		}
-		report_corrupt(fs, d, name, strerror(errno));
+		if (errno == ENOENT)
+			return -ENOENT;
+		snprintf(why, whylen, "%s", strerror(errno));
 		return -EIO;
 	}
 	struct stat st;
-	e->rec_shared = fstat(fd, &st) == 0 && st.st_nlink > 1;
+	*shared = fstat(fd, &st) == 0 && st.st_nlink > 1;
 	char *buf = malloc(VREC_MAX_SIZE + 1);
 	ssize_t total = 0, r = 0;
 	while (buf && total <= VREC_MAX_SIZE &&
 	       (r = read(fd, buf + total, (size_t)(VREC_MAX_SIZE + 1 - total))) > 0)
 		total += r;
+	int e = errno;
 	close(fd);
 	if (!buf)
 		return -ENOMEM;
 	if (r < 0) {
 		free(buf);
-		report_corrupt(fs, d, name, strerror(errno));
+		snprintf(why, whylen, "%s", strerror(e));
 		return -EIO;
 	}
-	char err[128];
-	int rc = vrecord_parse(buf, (size_t)total, &e->rec, err, sizeof err);
+	int rc = vrecord_parse(buf, (size_t)total, rec, why, whylen);
 	free(buf);
-	if (rc < 0) {
-		report_corrupt(fs, d, name, err);
-		return -EIO;
+	return rc < 0 ? -EIO : 0;
+}
+
+static int load_record(struct viewfs *fs, struct vnode *d, struct metadir *m,
+		       struct metaent *e, const char *name)
+{
+	char file[KEY_MAX + 1], why[128];
+	record_file(e->name, file);
+	int rc = read_record(meta_fd(fs, d, m), file, &e->rec, &e->rec_shared, why, sizeof why);
+	if (rc == -ENOENT) {
+		e->flags &= ~(unsigned)META_RECORD;
+		return 0;
 	}
+	if (rc == -EIO)
+		report_corrupt(fs, d, name, why);
+	return rc;
+}
+
+/* ------------------------------------------------------------------ the index */
+
+static int index_fd(const struct viewfs *fs)
+{
+	return fs->index ? atomic_load(&fs->index->fd) : -1;
+}
+
+void meta_index_key(uint64_t ino, char key[VREC_KEY_MAX + 1])
+{
+	snprintf(key, VREC_KEY_MAX + 1, "%" PRIu64, ino);
+}
+
+/* A key for a file born in the layer: random, so that it never meets an original's number nor
+ * a key of a copy of this layer made elsewhere. */
+static int new_key(struct viewfs *fs, char key[VREC_KEY_MAX + 1])
+{
+	for (int tries = 0; tries < 16; tries++) {
+		uint64_t r;
+		if (getrandom(&r, sizeof r, 0) != sizeof r)
+			return -EIO;
+		snprintf(key, VREC_KEY_MAX + 1, "l%016" PRIx64, r);
+		if (!ment_find(fs->index, key))
+			return 0;
+	}
+	return -EEXIST;
+}
+
+/* The index directory, made on first use (ns write lock held). */
+static int index_dir(struct viewfs *fs)
+{
+	if (index_fd(fs) >= 0)
+		return index_fd(fs);
+	if (fs->work_fd < 0 || !fs->index)
+		return -EROFS;
+	if (mkdirat(fs->work_fd, INDEX_NAME, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	int fd = openat(fs->work_fd, INDEX_NAME, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	atomic_store(&fs->index->fd, fd);
+	fd_counted(fs, 1);
+	return fd;
+}
+
+static struct metaent *index_entry(struct viewfs *fs, const char *key, unsigned flag)
+{
+	struct metaent *e = ment_find(fs->index, key);
+	return e && (e->flags & flag) ? e : NULL;
+}
+
+bool meta_index_has_data(struct viewfs *fs, const char *key)
+{
+	return index_entry(fs, key, META_WHITEOUT) != NULL;
+}
+
+int meta_index_stat(struct viewfs *fs, const char *key, struct stat *st)
+{
+	if (index_fd(fs) < 0 || fstatat(index_fd(fs), key, st, AT_SYMLINK_NOFOLLOW) < 0)
+		return index_fd(fs) < 0 ? -ENOENT : -errno;
+	return S_ISREG(st->st_mode) ? 0 : -EIO;
+}
+
+int meta_index_open(struct viewfs *fs, const char *key, int flags)
+{
+	if (index_fd(fs) < 0) {
+		errno = ENOENT;
+		return -1;
+	}
+	return openat(index_fd(fs), key, flags | O_NOFOLLOW | O_CLOEXEC);
+}
+
+int meta_index_record(struct viewfs *fs, const char *key, struct vrecord *rec)
+{
+	memset(rec, 0, sizeof *rec);
+	struct metaent *e = index_entry(fs, key, META_RECORD);
+	if (!e)
+		return 0;
+	int rc = 1;
+	pthread_mutex_lock(&fs->meta_lock);
+	if (!e->rec_loaded) {
+		char file[KEY_MAX + 1], why[128];
+		record_file(key, file);
+		bool shared;
+		e->rec_error = read_record(index_fd(fs), file, &e->rec, &shared, why, sizeof why);
+		if (e->rec_error == -ENOENT) {
+			e->flags &= ~(unsigned)META_RECORD;
+			e->rec_error = 0;
+			rc = 0;
+		} else if (e->rec_error == -EIO && atomic_fetch_add(&fs->corrupt_logged, 1) < 20) {
+			vo_error("corrupt layer record %s/%s/%s/%s/%s\\x7f: %s", fs->source, META_NAME,
+				 META_NAME, INDEX_NAME, key, why);
+		}
+		e->rec_loaded = rc == 1;
+	}
+	if (rc == 1 && e->rec_error)
+		rc = e->rec_error;
+	else if (rc == 1 && vrecord_copy(rec, &e->rec) < 0)
+		rc = -ENOMEM;
+	pthread_mutex_unlock(&fs->meta_lock);
+	if (rc == 1) {
+		vrecord_set_link(rec, key);
+		if (!rec->link) {
+			vrecord_clear(rec);
+			rc = -ENOMEM;
+		}
+	}
+	return rc;
+}
+
+/* Replace the shared record of key (ns write lock held); unchanged content is not written. */
+int meta_index_write(struct viewfs *fs, const char *key, const struct vrecord *rec)
+{
+	struct vrecord r;
+	if (vrecord_copy(&r, rec) < 0)
+		return -ENOMEM;
+	vrecord_set_link(&r, NULL);
+	struct metaent *e = index_entry(fs, key, META_RECORD);
+	size_t len, olen;
+	char *buf = vrecord_format(&r, &len);
+	char *old = e && e->rec_loaded && !e->rec_error ? vrecord_format(&e->rec, &olen) : NULL;
+	bool same = buf && old && len == olen && memcmp(buf, old, len) == 0;
+	free(old);
+	int rc = buf ? 0 : -ENOMEM;
+	int ifd = rc == 0 && !same ? index_dir(fs) : -1;
+	if (rc == 0 && !same && ifd < 0)
+		rc = ifd;
+	if (rc == 0 && !same) {
+		char file[KEY_MAX + 1];
+		record_file(key, file);
+		rc = meta_write_aside(fs, ifd, file, buf, len);
+	}
+	free(buf);
+	if (rc == 0 && !same) {
+		e = ment_add(fs->index, key);
+		if (!e) {
+			rc = -ENOMEM;
+		} else {
+			vrecord_clear(&e->rec);
+			e->rec = r;
+			memset(&r, 0, sizeof r);
+			e->flags |= META_RECORD;
+			e->rec_loaded = true;
+			e->rec_error = 0;
+		}
+	}
+	vrecord_clear(&r);
+	return rc;
+}
+
+int meta_index_add_data(struct viewfs *fs, int fromdir, const char *from, const char *key)
+{
+	int ifd = index_dir(fs);
+	if (ifd < 0)
+		return ifd;
+	if (linkat(fromdir, from, ifd, key, 0) < 0)
+		return -errno;
+	struct metaent *e = ment_add(fs->index, key);
+	if (!e)
+		return -ENOMEM;
+	e->flags |= META_WHITEOUT;
 	return 0;
 }
 
-int meta_record(struct viewfs *fs, struct vnode *d, const char *name, struct vrecord *rec)
+int meta_index_link(struct viewfs *fs, const char *key, int dirfd, const char *name)
+{
+	if (index_fd(fs) < 0)
+		return -ENOENT;
+	return linkat(index_fd(fs), key, dirfd, name, 0) < 0 ? -errno : 0;
+}
+
+void meta_index_release(struct viewfs *fs, const char *key)
+{
+	struct metaent *e = index_entry(fs, key, META_RECORD);
+	if (!e || meta_index_has_data(fs, key))
+		return;
+	char file[KEY_MAX + 1];
+	record_file(key, file);
+	if (unlinkat(index_fd(fs), file, 0) == 0 || errno == ENOENT)
+		ment_clear_flag(fs->index, key, META_RECORD);
+}
+
+/* The name's own record, not following link= (ns lock held): 1, 0 or -errno. */
+static int name_record(struct viewfs *fs, struct vnode *d, const char *name, struct vrecord *rec)
 {
 	memset(rec, 0, sizeof *rec);
 	struct metadir *m = meta_get(fs, d);
@@ -416,6 +648,36 @@ int meta_record(struct viewfs *fs, struct vnode *d, const char *name, struct vre
 	return rc;
 }
 
+int meta_record(struct viewfs *fs, struct vnode *d, const char *name, struct vrecord *rec)
+{
+	int rc = name_record(fs, d, name, rec);
+	if (rc <= 0 || !(rec->has & VREC_LINK))
+		return rc;
+	/* one of several names: the metadata is the shared record */
+	char key[VREC_KEY_MAX + 1];
+	snprintf(key, sizeof key, "%s", rec->link);
+	vrecord_clear(rec);
+	rc = meta_index_record(fs, key, rec);
+	if (rc == 0) {
+		report_corrupt(fs, d, name, "its shared record is missing from the index");
+		rc = -EIO;
+	}
+	return rc;
+}
+
+int meta_name_record_text(struct viewfs *fs, struct vnode *d, const char *name, char **text)
+{
+	struct vrecord rec;
+	*text = NULL;
+	int rc = name_record(fs, d, name, &rec);
+	if (rc <= 0)
+		return rc;
+	size_t len;
+	*text = vrecord_format(&rec, &len);
+	vrecord_clear(&rec);
+	return *text ? 1 : -ENOMEM;
+}
+
 int meta_node_record(struct viewfs *fs, struct vnode *n, struct vrecord *rec)
 {
 	if (n->excepted) {
@@ -426,7 +688,10 @@ int meta_node_record(struct viewfs *fs, struct vnode *n, struct vrecord *rec)
 		return vrecord_copy(rec, &n->last_rec) < 0 ? -ENOMEM : !vrecord_empty(rec);
 	if (n == fs->root)
 		return meta_record(fs, n, "", rec);
-	return meta_record(fs, n->parent, n->name, rec);
+	int rc = meta_record(fs, n->parent, n->name, rec);
+	if (rc == 0 && n->index_key)
+		rc = meta_index_record(fs, n->index_key, rec); /* an original name of a shared file */
+	return rc;
 }
 
 /* ------------------------------------------------------------------ changes */
@@ -497,8 +762,54 @@ static int write_all(int fd, const char *buf, size_t len)
 	return 0;
 }
 
-int meta_write_record(struct viewfs *fs, struct vnode *d, const char *name,
-		      const struct vrecord *rec)
+int meta_write_aside(struct viewfs *fs, int dirfd, const char *name, const char *buf, size_t len)
+{
+	char tmp[64];
+	int fd = work_create(fs, tmp, sizeof tmp, 0644);
+	if (fd < 0)
+		return fd;
+	int rc = write_all(fd, buf, len);
+	close(fd);
+	if (rc == 0 && renameat(fs->work_fd, tmp, dirfd, name) < 0)
+		rc = -errno;
+	if (rc < 0)
+		unlinkat(fs->work_fd, tmp, 0);
+	return rc;
+}
+
+/* A record file hard-linked under several names, as viewfs wrote them before the index: its
+ * new content goes to a shared record, and the file gets `link=KEY` appended in one write(2)
+ * (a rename would split it from its other names, and a rewrite could be cut short; a record
+ * with link= is read for that key alone). */
+static int convert_linked_record(struct viewfs *fs, int mfd, const char *file,
+				 const struct vrecord *rec, struct vrecord *named)
+{
+	char key[VREC_KEY_MAX + 1];
+	int rc = 0;
+	if (rec->has & VREC_INO)
+		meta_index_key(rec->ino, key);
+	else
+		rc = new_key(fs, key);
+	if (rc == 0)
+		rc = meta_index_write(fs, key, rec);
+	if (rc < 0)
+		return rc;
+	char line[VREC_KEY_MAX + 8];
+	int n = snprintf(line, sizeof line, "link=%s\n", key);
+	int fd = openat(mfd, file, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	ssize_t w = write(fd, line, (size_t)n);
+	rc = w == n ? 0 : w < 0 ? -errno : -EIO;
+	close(fd);
+	if (rc == 0)
+		vrecord_set_link(named, key);
+	return rc;
+}
+
+/* The name's record file becomes rec (rec has no link=, or only link=). */
+static int write_name_record(struct viewfs *fs, struct vnode *d, const char *name,
+			     const struct vrecord *rec)
 {
 	char key[KEY_MAX], file[KEY_MAX + 1];
 	record_key(name, key);
@@ -518,44 +829,74 @@ int meta_write_record(struct viewfs *fs, struct vnode *d, const char *name,
 	int mfd = ensure_metadir(fs, d);
 	if (mfd < 0)
 		return mfd;
-	size_t len;
-	char *buf = vrecord_format(rec, &len);
-	if (!buf)
-		return -ENOMEM;
+	struct vrecord named = { 0 };
 	int rc = 0;
+	bool converted = false;
 	struct stat st;
-	if (exists && fstatat(mfd, file, &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_nlink > 1) {
-		/* One record shared by hard links: a rename would split it, so rewrite it. */
-		int fd = openat(mfd, file, O_WRONLY | O_TRUNC | O_NOFOLLOW | O_CLOEXEC);
-		rc = fd < 0 ? -errno : write_all(fd, buf, len);
-		if (fd >= 0)
-			close(fd);
-	} else {
-		char tmp[64];
-		int fd = work_create(fs, tmp, sizeof tmp, 0644);
-		if (fd < 0) {
-			rc = fd;
-		} else {
-			rc = write_all(fd, buf, len);
-			close(fd);
-			if (rc == 0 && renameat(fs->work_fd, tmp, mfd, file) < 0)
-				rc = -errno;
-			if (rc < 0)
-				unlinkat(fs->work_fd, tmp, 0);
+	if (exists && !(rec->has & VREC_LINK) &&
+	    fstatat(mfd, file, &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_nlink > 1) {
+		struct vrecord cur;
+		int has = name_record(fs, d, name, &cur);
+		if (has > 0 && !(cur.has & VREC_LINK)) {
+			rc = vrecord_copy(&named, &cur) < 0 ? -ENOMEM : 0;
+			if (rc == 0)
+				rc = convert_linked_record(fs, mfd, file, rec, &named);
+			converted = true;
 		}
+		vrecord_clear(&cur);
 	}
-	free(buf);
-	if (rc < 0)
+	if (!converted) {
+		size_t len;
+		char *buf = vrecord_format(rec, &len);
+		rc = buf ? meta_write_aside(fs, mfd, file, buf, len) : -ENOMEM;
+		free(buf);
+		if (rc == 0 && vrecord_copy(&named, rec) < 0)
+			rc = -ENOMEM;
+	}
+	if (rc < 0) {
+		vrecord_clear(&named);
 		return rc;
-	m = meta_get(fs, d);
-	e = ment_add(m, key);
-	if (!e)
+	}
+	e = ment_add(meta_get(fs, d), key);
+	if (!e) {
+		vrecord_clear(&named);
 		return -ENOMEM;
+	}
 	vrecord_clear(&e->rec);
 	e->flags |= META_RECORD;
 	e->rec_error = 0;
-	e->rec_loaded = vrecord_copy(&e->rec, rec) == 0;
+	e->rec = named;
+	e->rec_loaded = true;
+	e->rec_shared = converted;
 	return 0;
+}
+
+int meta_write_record(struct viewfs *fs, struct vnode *d, const char *name,
+		      const struct vrecord *rec)
+{
+	/* A record without link= is the name's own (a caller that means the shared record got it
+	 * from meta_record, link= included): a new object at a name that a crash left a record
+	 * at must not change another file's shared record. */
+	if (!(rec->has & VREC_LINK))
+		return write_name_record(fs, d, name, rec);
+	/* one of several names: the shared record first, then the name's pointer to it */
+	int rc = meta_index_write(fs, rec->link, rec);
+	if (rc < 0)
+		return rc;
+	struct vrecord cur;
+	int has = name_record(fs, d, name, &cur);
+	bool pointed = has > 0 && cur.has == VREC_LINK && !cur.extra &&
+		       strcmp(cur.link, rec->link) == 0;
+	vrecord_clear(&cur);
+	if (has < 0 && has != -EIO)
+		return has;
+	if (pointed)
+		return 0;
+	struct vrecord ptr = { 0 };
+	vrecord_set_link(&ptr, rec->link);
+	rc = ptr.link ? write_name_record(fs, d, name, &ptr) : -ENOMEM;
+	vrecord_clear(&ptr);
+	return rc;
 }
 
 int meta_write_node_record(struct viewfs *fs, struct vnode *n, const struct vrecord *rec)
@@ -569,6 +910,23 @@ int meta_write_node_record(struct viewfs *fs, struct vnode *n, const struct vrec
 	}
 	if (n == fs->root)
 		return meta_write_record(fs, n, "", rec);
+	struct stat lst;
+	if (!(rec->has & VREC_LINK) && !n->in_upper && S_ISREG(n->type) && fs_union(fs) &&
+	    node_stat(n, LOWER, &lst) == 0 && lst.st_nlink > 1) {
+		/* an original with several names: every name shows the change (the shared record
+		 * of its inode number, lookup.c) */
+		char key[VREC_KEY_MAX + 1];
+		meta_index_key(n->ino, key);
+		struct vrecord shared;
+		if (vrecord_copy(&shared, rec) < 0)
+			return -ENOMEM;
+		vrecord_set_link(&shared, key);
+		int rc = shared.link ? meta_write_record(fs, n->parent, n->name, &shared) : -ENOMEM;
+		vrecord_clear(&shared);
+		if (rc == 0 && !n->index_key && !(n->index_key = strdup(key)))
+			rc = -ENOMEM;
+		return rc;
+	}
 	return meta_write_record(fs, n->parent, n->name, rec);
 }
 
@@ -604,8 +962,7 @@ int meta_clear_whiteout(struct viewfs *fs, struct vnode *d, const char *name)
 	return 0;
 }
 
-/* rm -r of name in dirfd, without following symlinks. */
-static int remove_tree(int parent, const char *name)
+int meta_remove_tree(int parent, const char *name)
 {
 	if (unlinkat(parent, name, 0) == 0 || errno == ENOENT)
 		return 0;
@@ -624,7 +981,7 @@ static int remove_tree(int parent, const char *name)
 	while ((de = readdir(dir))) {
 		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
 			continue;
-		int r = remove_tree(dirfd(dir), de->d_name);
+		int r = meta_remove_tree(dirfd(dir), de->d_name);
 		if (r < 0)
 			rc = r;
 	}
@@ -654,7 +1011,7 @@ int meta_remove(struct viewfs *fs, struct vnode *d, const char *name)
 	}
 	e = ment_find(m, name);
 	if (e && (e->flags & META_SUBDIR)) {
-		int r = remove_tree(mfd, name);
+		int r = meta_remove_tree(mfd, name);
 		if (r < 0)
 			rc = r;
 		ment_clear_flag(m, name, META_SUBDIR);
@@ -784,4 +1141,62 @@ int meta_link_record(struct viewfs *fs, struct vnode *d1, const char *n1, struct
 	}
 	vrecord_clear(&rec);
 	return rc;
+}
+
+int meta_share_record(struct viewfs *fs, struct vnode *s, struct vnode *d2, const char *n2,
+		      char **key)
+{
+	struct vrecord rec;
+	*key = NULL;
+	int rc = meta_node_record(fs, s, &rec);
+	if (rc < 0)
+		return rc;
+	if (!(rec.has & VREC_LINK)) {
+		/* the first second name: s's metadata becomes the shared record (a file from
+		 * the original is known by its inode number, one born in the layer by a new key) */
+		char k[VREC_KEY_MAX + 1];
+		rc = 0;
+		if (rec.has & VREC_INO)
+			meta_index_key(rec.ino, k);
+		else
+			rc = new_key(fs, k);
+		if (rc == 0) {
+			vrecord_set_link(&rec, k);
+			rc = rec.link ? meta_write_node_record(fs, s, &rec) : -ENOMEM;
+		}
+	}
+	if (rc >= 0)
+		rc = meta_write_record(fs, d2, n2, &rec);
+	if (rc >= 0) {
+		*key = strdup(rec.link);
+		rc = *key ? 0 : -ENOMEM;
+	}
+	vrecord_clear(&rec);
+	return rc;
+}
+
+int meta_whiteout_replacing_children(struct viewfs *fs, struct vnode *d, const char *name)
+{
+	struct metadir *m = meta_get(fs, d);
+	struct metaent *e = ment_find(m, name);
+	if (!e || !(e->flags & META_SUBDIR))
+		return meta_set_whiteout(fs, d, name);
+	int mfd = meta_fd(fs, d, m);
+	if (mfd < 0)
+		return -errno;
+	char tmp[64];
+	int fd = work_create(fs, tmp, sizeof tmp, 0644);
+	if (fd < 0)
+		return fd;
+	close(fd);
+	/* one rename: the name shows its old children (all deleted) or nothing, never the
+	 * original's children again */
+	if (renameat2(fs->work_fd, tmp, mfd, name, RENAME_EXCHANGE) < 0) {
+		int err = errno;
+		unlinkat(fs->work_fd, tmp, 0);
+		return -err;
+	}
+	e->flags = (e->flags & ~(unsigned)META_SUBDIR) | META_WHITEOUT;
+	meta_remove_tree(fs->work_fd, tmp); /* what is left after a crash goes at the next mount */
+	return 0;
 }

@@ -205,6 +205,7 @@ void viewfs_free(struct viewfs *fs)
 		free(fs->root->name);
 		free(fs->root);
 	}
+	meta_free(fs->index);
 	if (fs->work_fd >= 0)
 		close(fs->work_fd);
 	except_free(fs->except_root);

@@ -281,6 +281,7 @@ static void node_free(struct vnode *n)
 	meta_free(atomic_load(&n->meta));
 	vrecord_clear(&n->last_rec);
 	pthread_mutex_destroy(&n->copyup_lock);
+	free(n->index_key);
 	free(n->name);
 	free(n);
 }

@@ -247,12 +247,14 @@ static int build_listing(struct viewfs *fs, struct vnode *d, struct dirhandle *d
 	if (d->in_lower && (rc = layer_listing(&b, node_fd(d, LOWER), false)) < 0 &&
 	    !unreadable_is_empty(fs, -rc))
 		return rc;
-	/* except= names of this directory: the original's, even in move mode */
+	/* except= names of this directory: the original's, even in move mode; and the
+	 * directories that lead to a deeper except= path (lookup.c shows them) */
 	for (const struct except_node *c = d->except ? d->except->child : NULL; c; c = c->next) {
 		struct stat cst;
-		if (!c->terminal || !node_has_fd(d, LOWER) || dh_find(dh, c->name))
+		if (!node_has_fd(d, LOWER) || dh_find(dh, c->name))
 			continue;
 		if (fstatat(node_fd(d, LOWER), c->name, &cst, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    (c->terminal || S_ISDIR(cst.st_mode)) &&
 		    (rc = dh_add(dh, c->name, vfs_ino(fs, cst.st_dev, cst.st_ino),
 				 dtype_of(cst.st_mode))) < 0)
 			return rc;

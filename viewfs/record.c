@@ -77,9 +77,7 @@ static char letter_from_type(mode_t t)
 	}
 }
 
-/* Unescape a redirect value (\\, \n, \x7f) and check it is an absolute path without empty,
- * "." or ".." components. Returns a malloc'ed string or NULL (corrupt or ENOMEM). */
-static char *parse_redirect(const char *s, size_t len)
+char *vrecord_unescape(const char *s, size_t len)
 {
 	char *out = malloc(len + 1), *d = out;
 	if (!out)
@@ -104,8 +102,18 @@ static char *parse_redirect(const char *s, size_t len)
 		}
 	}
 	*d = '\0';
-	size_t n = (size_t)(d - out);
-	bool ok = n >= 2 && out[0] == '/';
+	return out;
+}
+
+/* Unescape a redirect value (\\, \n, \x7f) and check it is an absolute path without empty,
+ * "." or ".." components. Returns a malloc'ed string or NULL (corrupt or ENOMEM). */
+char *vrecord_parse_path(const char *s, size_t len)
+{
+	char *out = vrecord_unescape(s, len);
+	if (!out)
+		return NULL;
+	size_t n = strlen(out);
+	bool ok = n >= 2 && out[0] == '/' && !memchr(s, '\0', len);
 	for (const char *c = out; ok && *c;) {
 		/* c points at a '/' */
 		const char *next = strchr(c + 1, '/');
@@ -121,6 +129,16 @@ static char *parse_redirect(const char *s, size_t len)
 		return NULL;
 	}
 	return out;
+}
+
+bool vrecord_key_ok(const char *key, size_t len)
+{
+	if (len == 0 || len > VREC_KEY_MAX)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (!((key[i] >= '0' && key[i] <= '9') || (key[i] >= 'a' && key[i] <= 'z')))
+			return false;
+	return true;
 }
 
 static int append_extra(struct vrecord *rec, const char *line, size_t len)
@@ -205,12 +223,26 @@ static int parse_line(struct vrecord *rec, const char *line, size_t len, unsigne
 		else
 			rec->has &= ~(unsigned)VREC_OPAQUE;
 	} else if (key_is(key, klen, "redirect")) {
-		char *r = parse_redirect(val, vlen);
+		char *r = vrecord_parse_path(val, vlen);
 		if (!r)
 			return fail(err, errlen, "line %u: bad redirect", lineno);
 		free(rec->redirect);
 		rec->redirect = r;
 		rec->has |= VREC_REDIRECT;
+	} else if (key_is(key, klen, "link")) {
+		if (!vrecord_key_ok(val, vlen))
+			return fail(err, errlen, "line %u: bad link", lineno);
+		char *k = strndup(val, vlen);
+		if (!k)
+			return fail(err, errlen, "out of memory");
+		free(rec->link);
+		rec->link = k;
+		rec->has |= VREC_LINK;
+	} else if (key_is(key, klen, "nlink")) {
+		if (!parse_unsigned(val, vlen, 10, UINT32_MAX, &a))
+			return fail(err, errlen, "line %u: bad nlink", lineno);
+		rec->nlink = a;
+		rec->has |= VREC_NLINK;
 	} else {
 		if (append_extra(rec, line, len) < 0)
 			return fail(err, errlen, "out of memory");
@@ -321,6 +353,10 @@ char *vrecord_format(const struct vrecord *rec, size_t *len)
 		sb_add_escaped(&sb, rec->redirect);
 		sb_add(&sb, "\n");
 	}
+	if (rec->has & VREC_NLINK)
+		sb_add(&sb, "nlink=%" PRIu64 "\n", rec->nlink);
+	if ((rec->has & VREC_LINK) && rec->link)
+		sb_add(&sb, "link=%s\n", rec->link);
 	if (rec->extra)
 		sb_add(&sb, "%s", rec->extra);
 	if (sb.oom) {
@@ -338,6 +374,7 @@ bool vrecord_empty(const struct vrecord *rec)
 
 void vrecord_clear(struct vrecord *rec)
 {
+	free(rec->link);
 	free(rec->redirect);
 	free(rec->extra);
 	memset(rec, 0, sizeof *rec);
@@ -348,11 +385,35 @@ int vrecord_copy(struct vrecord *dst, const struct vrecord *src)
 	*dst = *src;
 	dst->redirect = src->redirect ? strdup(src->redirect) : NULL;
 	dst->extra = src->extra ? strdup(src->extra) : NULL;
-	if ((src->redirect && !dst->redirect) || (src->extra && !dst->extra)) {
+	dst->link = src->link ? strdup(src->link) : NULL;
+	if ((src->redirect && !dst->redirect) || (src->extra && !dst->extra) ||
+	    (src->link && !dst->link)) {
 		vrecord_clear(dst);
 		return -1;
 	}
 	return 0;
+}
+
+void vrecord_set_link(struct vrecord *rec, const char *key)
+{
+	free(rec->link);
+	rec->link = key ? strdup(key) : NULL;
+	if (rec->link)
+		rec->has |= VREC_LINK;
+	else
+		rec->has &= ~(unsigned)VREC_LINK;
+}
+
+char *vrecord_escape(const char *s)
+{
+	struct sbuf sb = { 0 };
+	sb_add(&sb, "%s", "");
+	sb_add_escaped(&sb, s);
+	if (sb.oom) {
+		free(sb.p);
+		return NULL;
+	}
+	return sb.p;
 }
 
 void vrecord_set_redirect(struct vrecord *rec, const char *path)

@@ -23,7 +23,12 @@ enum vrec_field {
 	VREC_INO = 1u << 6,      /* ino= (viewfs) */
 	VREC_OPAQUE = 1u << 7,   /* opaque= (viewfs) */
 	VREC_REDIRECT = 1u << 8, /* redirect= (viewfs) */
+	VREC_LINK = 1u << 9,     /* link= (viewfs): the metadata is the index's shared record */
+	VREC_NLINK = 1u << 10,   /* nlink= (viewfs): names of a file whose copy is in the index */
 };
+
+/* Longest index key of a link= value (decimal inode numbers, or 'l' and 16 hex digits). */
+#define VREC_KEY_MAX 32
 
 struct vrecord {
 	unsigned has;           /* which of the fields below are set (enum vrec_field) */
@@ -34,7 +39,9 @@ struct vrecord {
 	dev_t rdev;
 	struct timespec ctime;
 	uint64_t ino;
+	uint64_t nlink;
 	char *redirect;         /* absolute path in the original, unescaped; malloc'ed */
+	char *link;             /* index key: 1..VREC_KEY_MAX of [0-9a-z]; malloc'ed */
 	char *extra;            /* lines of keys viewfs does not know, kept verbatim; malloc'ed */
 };
 
@@ -51,5 +58,17 @@ void vrecord_clear(struct vrecord *rec);
 /* Deep copy; returns 0 or -1 (ENOMEM). */
 int vrecord_copy(struct vrecord *dst, const struct vrecord *src);
 void vrecord_set_redirect(struct vrecord *rec, const char *path);
+void vrecord_set_link(struct vrecord *rec, const char *key);
+/* Is key a valid index key (what link= may hold)? */
+bool vrecord_key_ok(const char *key, size_t len);
+
+/* The escaping of redirect= values (\\, \n, \x7f), for other files of the layer that hold paths
+ * and text on one line (the rename journal): malloc'ed, NULL on ENOMEM. */
+char *vrecord_escape(const char *s);
+/* Undo vrecord_escape on len bytes; NULL when the text is not validly escaped (or ENOMEM). */
+char *vrecord_unescape(const char *s, size_t len);
+/* Unescape and check an absolute path without empty, "." or ".." components (what redirect=
+ * holds); NULL when it is not one. */
+char *vrecord_parse_path(const char *s, size_t len);
 
 #endif

@@ -146,16 +146,14 @@ static void change(fuse_req_t req, fuse_ino_t ino, const char *name, const char 
 {
 	struct viewfs *fs = fuse_req_userdata(req);
 	struct vnode *n = node_from_id(fs, ino);
-	int rc = 0;
-	for (int attempt = 0; attempt < 4; attempt++) {
+	int rc;
+	/* until done: each copy-up is progress, and a real file system never says EAGAIN here */
+	for (;;) {
 		ns_write(fs);
 		rc = change_locked(fs, n, name, value, size, flags);
 		ns_unlock(fs);
-		if (rc != NEED_COPY_UP)
+		if (rc != NEED_COPY_UP || (rc = copy_up(fs, n, -1)) < 0)
 			break;
-		if ((rc = copy_up(fs, n, -1)) < 0)
-			break;
-		rc = -EAGAIN;
 	}
 	fuse_reply_err(req, -rc);
 }

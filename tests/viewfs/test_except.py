@@ -64,3 +64,17 @@ def test_whiteouts_do_not_hide_excepted_paths(view):
     view.py("import shutil; shutil.rmtree(P('tmp'))")
     view.remount("cow,except=/tmp")
     assert view.py("result = [ls('tmp'), read('tmp/f')]") == [["f"], "orig-tmp\n"]
+
+
+def test_nested_except_path_reached_in_move_mode_with_an_empty_layer(view):
+    """move,except=/a/b/c with a layer that has no /a: the directories on the way show (with
+    only the way in them), and /a/b/c is the original's, in lookups and listings."""
+    view.make({"a/b/c/f": "deep\n", "a/b/other": "o\n", "a/sibling": "s\n", "top": "t\n"},
+              "orig")
+    view.mount("move,except=/a/b/c")
+    r = view.py("result = [ls(), ls('a'), ls('a/b'), ls('a/b/c'), read('a/b/c/f'),"
+                " st('a/b/other'), st('a/sibling'), st('top'), st('a')['fmt'],"
+                " write('a/b/c/new', 'n'), os.path.isdir(P('a/b'))]")
+    assert r == [["a"], ["b"], ["c"], ["f"], "deep\n", "ENOENT", "ENOENT", "ENOENT",
+                 0o040000, None, True]
+    assert view.orig("a/b/c/new").read_text() == "n"

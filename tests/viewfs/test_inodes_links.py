@@ -1,7 +1,8 @@
 """Hard links and inode numbers: `ln` of an original file makes both names one file (nlink
 right at the first stat, a write through one name seen through the other); st_ino is the same
 before and after a copy-up, across remounts of the same layer, and unique within the view, also
-when the original and the layer are on different file systems."""
+when the original and the layer are on different file systems; every name of an original file
+with several names follows its copy-up, also after a remount (the layer's index)."""
 import os
 import subprocess
 
@@ -135,3 +136,51 @@ def test_rename_one_name_of_an_original_hard_link(view):
     assert r == [None, ["x", "z"], "same\n", "same\n"]
     assert (view.layer / "z").read_text() == "same\n"
     assert view.orig("y").exists()
+
+
+@pytest.mark.parametrize("mode", ["cow", "mincow"])
+def test_original_hard_links_follow_the_copy_after_remount(view, mode):
+    """d/a and e/b are one original file; a is copied up (an append). After a remount b still
+    shows the copy, not the original: one file with one st_ino (the original's), nlink 2, and a
+    write through either name is seen through the other, in whichever order they are looked up.
+    The layer keeps the copy in its index, the original keeps its content."""
+    view.make({"d/a": "same\n", "e/x": "x"})
+    os.link(view.mnt / "d/a", view.mnt / "e/b")
+    if mode == "mincow":
+        view.give_root("d/a")  # the real write is refused: a copy-up
+    ino = os.lstat(view.mnt / "d/a").st_ino
+    view.mount(mode)
+    r = view.py("append('d/a', 'x\\n'); result = [st('d/a')['ino'], st('e/b')['ino'], read('e/b')]")
+    assert r == [ino, ino, "same\nx\n"]
+    view.remount(mode)
+    r = view.py("a, b = st('d/a'), st('e/b'); append('e/b', 'y\\n');"
+                "result = [a['ino'], b['ino'], a['nlink'], b['nlink'], read('d/a'), read('e/b')]")
+    assert r == [ino, ino, 2, 2, "same\nx\ny\n", "same\nx\ny\n"]
+    view.remount(mode)
+    r = view.py("b = st('e/b'); a = st('d/a'); result = [b['ino'], a['ino'], read('e/b')]")
+    assert r == [ino, ino, "same\nx\ny\n"]
+    assert (view.layer / ".-" / ".-" / "index" / str(ino)).read_text() == "same\nx\ny\n"
+    assert not (view.layer / "e/b").exists()
+    assert view.orig("d/a").read_text() == "same\n"
+    # the other name renamed (it gets its own link of the copy), then the first one deleted
+    r = view.py("os.rename(P('e/b'), P('e/c')); os.unlink(P('d/a'));"
+                "result = [st('e/c')['ino'], st('e/c')['nlink'], read('e/c'), st('d/a'), ls('e')]")
+    assert r == [ino, 1, "same\nx\ny\n", "ENOENT", ["c", "x"]]
+    view.remount(mode)
+    assert view.py("result = [st('e/c')['ino'], read('e/c'), st('d/a'), st('e/b')]") == [
+        ino, "same\nx\ny\n", "ENOENT", "ENOENT"]
+    assert view.orig("e/b").read_text() == "same\n"
+
+
+def test_vstat_change_of_an_original_hard_link_shows_through_every_name(view):
+    """chown and chmod of one name of an original file with several names record metadata
+    without copying data, for the file: every name shows it, also after a remount."""
+    view.make({"a": "x"})
+    os.link(view.mnt / "a", view.mnt / "b")
+    view.mount("cow,vstat")
+    code = "result = [(st(n)['uid'], st(n)['perm'], st(n)['ino']) for n in ('a', 'b')]"
+    r = view.py("os.chown(P('a'), 0, 0); os.chmod(P('b'), 0o4711);" + code)
+    assert r[0] == r[1] and r[0][:2] == [0, 0o4711]
+    assert not (view.layer / "a").exists() and not (view.layer / "b").exists()
+    view.remount("cow,vstat")
+    assert view.py(code) == r

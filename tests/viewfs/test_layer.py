@@ -1,5 +1,5 @@
 """The layer directory (docs/viewfs-layer-format.md): a layer made by one run mounts again with
-all its changes, also after being copied elsewhere; records of hard links are one record; a layer
+all its changes, also after being copied elsewhere; hard links share one record, replaced whole; a layer
 written by hand the way VUOS's vufs writes it mounts; crash leftovers and corrupt records never
 reach the view as half files; a copy-up is atomic even when the daemon is killed."""
 import errno
@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from viewfs_fixtures import make_view, record, view, whiteout  # noqa: F401
+from viewfs_fixtures import make_view, record, strong_digest, view, whiteout  # noqa: F401
 
 VIEW_DIGEST = ("import hashlib\n"
                "out = {}\n"
@@ -67,15 +67,23 @@ def test_layer_copied_with_tar_mounts_elsewhere(make_view):  # noqa: F811
     assert {k: v[:3] + v[4:] for k, v in after.items()} == strip
 
 
-def test_hard_links_share_one_record(view):
+def test_hard_links_share_one_record_replaced_whole(view):
+    """Hard links are one file with one metadata: both names' records point at one shared record
+    (link=KEY) in the index, which every change replaces by a rename (a new inode each time: it
+    is never rewritten in place, so a crash cannot leave it half written)."""
     view.make({"f": "x"})
     view.mount("cow,vstat")
-    r = view.py("os.link(P('f'), P('g')); os.chown(P('g'), 0, 0); os.chmod(P('f'), 0o4711);"
+    view.py("os.link(P('f'), P('g')); os.chown(P('g'), 0, 0)")
+    key = record(view.layer, "f")["link"]
+    assert record(view.layer, "g") == {"link": key}
+    shared = view.layer / ".-" / ".-" / "index" / (key + "\x7f")
+    first = shared.stat().st_ino
+    r = view.py("os.chmod(P('f'), 0o4711);"
                 "result = [(st(n)['uid'], st(n)['perm']) for n in ('f', 'g')]")
     assert r == [[0, 0o4711], [0, 0o4711]]
-    rf = os.stat(str(view.layer / ".-" / "f") + "\x7f")
-    rg = os.stat(str(view.layer / ".-" / "g") + "\x7f")
-    assert rf.st_ino == rg.st_ino
+    assert shared.stat().st_ino != first
+    assert {"uid": "0", "mode": "04711"}.items() <= dict(
+        ln.split("=", 1) for ln in shared.read_text().splitlines()).items()
     view.remount("cow,vstat")
     assert view.py("result = [(st(n)['uid'], st(n)['perm']) for n in ('f', 'g')]") == r
 
@@ -138,6 +146,9 @@ def test_copy_up_is_atomic_when_the_daemon_is_killed(view):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while not list(view.layer.glob("f*")) and writer.poll() is None:
         pass
+    # the kill must land while the writer is at work: a writer that had finished would make
+    # every file simply "appended", and the test would prove nothing
+    assert writer.poll() is None, "the writer finished before the kill"
     m.kill(signal.SIGKILL)
     writer.wait(30)
     subprocess.run(["fusermount3", "-uz", view.mnt], check=False)
@@ -152,6 +163,8 @@ def test_copy_up_is_atomic_when_the_daemon_is_killed(view):
         data = base64.b64decode(data)
         assert data in (originals[name], originals[name] + b"appended"), name
     assert sorted(got) == sorted(originals)
+    appended = sum(base64.b64decode(d).endswith(b"appended") for d in got.values())
+    assert appended < len(originals), "every append was done before the kill"
 
 
 def test_more_directories_than_file_descriptors(view):
@@ -238,3 +251,44 @@ def test_copies_reach_the_disk_before_rename_unless_volatile(rtmp, opts, synced)
         assert names.index("fdatasync") < names.index("renameat2")
     else:
         assert "fdatasync" not in names and "renameat2" in names
+
+
+def test_merge_vstat_mounts_a_read_only_layer_and_writes_nothing(view):
+    """merge's SOURCE is read-only: with vstat too, a layer the user may not write (0555)
+    mounts, shows its records, and is left exactly as it was (no SOURCE/.- made)."""
+    view.make({"orig-only": "o\n", "both": "orig\n"})
+    view.make({"both": "layer\n", "sub/layer-only": "l\n"}, "layer")
+    os.chmod(view.layer, 0o555)
+    before = view.layer_digest()
+    view.mount("merge,vstat")
+    r = view.py("result = [read('both'), read('orig-only'), read('sub/layer-only'),"
+                " err(os.chown, P('orig-only'), 0, 0), append('orig-only', 'more\\n'),"
+                " err(os.chmod, P('both'), 0o600), ls()]")
+    assert r == ["layer\n", "o\n", "l\n", "EPERM", None, "EROFS", ["both", "orig-only", "sub"]]
+    view.unmount()
+    assert view.layer_digest() == before
+    assert view.orig("orig-only").read_text() == "o\nmore\n"
+
+
+def test_merge_vstat_mounts_a_layer_on_a_read_only_bind_mount(rtmp, mounts):
+    """The same as root, with the layer on a read-only bind mount (EROFS for any write)."""
+    orig, src, ro = rtmp / "mnt", rtmp / "layer-src", rtmp / "ro"
+    layer = ro / "layer"
+    for d in (orig, src / "layer", ro):
+        d.mkdir(parents=True)
+    (orig / "f").write_text("orig\n")
+    (src / "layer" / "g").write_text("layer\n")
+    subprocess.run(["mount", "--bind", src, ro], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", ro], check=True)
+        before = strong_digest(layer)
+        m = mounts.start("viewfs", "-o", "merge,vstat", layer, orig, mountpoint=orig)
+        assert sorted(os.listdir(orig)) == ["f", "g"]
+        os.chown(orig / "f", 1234, 1234)  # root: a real chown, in the original
+        with open(orig / "f", "a") as f:
+            f.write("more\n")
+        m.unmount()
+        assert strong_digest(layer) == before
+        assert os.stat(orig / "f").st_uid == 1234 and (orig / "f").read_text() == "orig\nmore\n"
+    finally:
+        subprocess.run(["umount", ro], check=False)

@@ -4,9 +4,13 @@ layer, in both) × every operation, checking the view, the layer and the origina
 Where a change must land (the modes of viewfs(1)):
   move    the layer; an object only in the original does not exist (ENOENT);
   merge   the original for an object only there; an object of the layer is read-only (EROFS);
-  cow     the layer; the original is never modified (whole-tree digest before and after);
+  cow     the layer; the original is never modified (whole-tree digest before and after:
+          content, modes, owners, inode numbers, link counts, xattrs, mtime and ctime of every
+          file and directory);
   mincow  the original when the user may change it (here: the original belongs to the user),
           the layer for an object the layer already holds.
+In merge, and in mincow when the change goes to the original, SOURCE is not touched at all
+(the same digest of the layer before and after).
 The tree: directory d exists in both layers; the object is d/f (a file: "orig\\n" in the
 original, "layer\\n" in the layer) or d/e (an empty directory)."""
 import pytest
@@ -117,7 +121,8 @@ class ChownSelf(Case):
 
 
 class ChownRoot(Case):
-    """chown to root, without vstat: refused (EPERM) in every mode, nothing changes."""
+    """chown to root, without vstat: refused (EPERM) in every mode, nothing changes (not even a
+    useless copy in the layer)."""
     act = "result = [err(os.chown, P('d/f'), 0, 0), st('d/f')]"
 
     def check(self, c):
@@ -126,6 +131,7 @@ class ChownRoot(Case):
             return
         assert c.result[0] == "EPERM" and c.result[1]["uid"] == c.user.uid
         c.unchanged_original()
+        assert c.view.layer_digest() == c.layer_before
 
 
 class Utimes(Case):
@@ -318,6 +324,8 @@ def test_operation(view, mode, place, case):
         assert view.layer_digest() == layer_before
     if mode in ("cow", "move"):
         assert view.orig_digest() == orig_before  # the original is never modified
+    if mode == "merge" or (mode == "mincow" and ctx.where == "orig"):
+        assert view.layer_digest() == layer_before  # SOURCE is not touched
     view.unmount()
     if mode == "cow":
         assert view.orig_digest() == orig_before

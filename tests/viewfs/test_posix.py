@@ -86,12 +86,21 @@ def test_copy_up_keeps_xattrs_mode_times(view):
 
 
 def test_copy_up_with_o_trunc_copies_nothing(view):
-    view.make({"f": "old content"})
+    """O_TRUNC needs none of the original's content: the user's own file that is write-only
+    (0200, unreadable even to its owner) can be opened with O_TRUNC and ends empty, where an
+    append, which must copy the content first, gets EACCES."""
+    view.make({"f": "old content", "wo": "secret content"})
+    os.chmod(view.mnt / "wo", 0o200)
     view.mount("cow")
     r = view.py("fd = os.open(P('f'), os.O_WRONLY | os.O_TRUNC); os.write(fd, b'new');"
-                "os.close(fd); result = read('f')")
-    assert r == "new"
+                "os.close(fd);"
+                "e1 = append('wo', 'x');"
+                "e2 = err(lambda: os.close(os.open(P('wo'), os.O_WRONLY | os.O_TRUNC)));"
+                "result = [read('f'), e1, e2, st('wo')['size'], st('wo')['perm']]")
+    assert r == ["new", "EACCES", None, 0, 0o200]
     assert (view.layer / "f").read_text() == "new"
+    assert (view.layer / "wo").read_bytes() == b""
+    assert view.orig("wo").read_text() == "secret content"
 
 
 def test_copy_up_keeps_times(view):

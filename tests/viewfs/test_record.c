@@ -92,6 +92,8 @@ static void test_corrupt_records(void)
 		"rdev=1,\n", "ctime=1,1000000000\n", "ino=0\n", "ino=18446744073709551616\n",
 		"opaque=2\n", "redirect=relative\n", "redirect=/a/../b\n", "redirect=/a//b\n",
 		"redirect=/\n", "redirect=/a\\q\n", "no equals sign\n", "=value\n", "Mode=0644\n",
+		"link=\n", "link=../x\n", "link=a/b\n", "link=ABC\n",
+		"link=123456789012345678901234567890123\n", "nlink=x\n", "nlink=4294967296\n",
 	};
 	for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
 		struct vrecord rec;
@@ -109,6 +111,47 @@ static void test_corrupt_records(void)
 	memset(big, '\n', VREC_MAX_SIZE + 1);
 	CHECK_EQ(vrecord_parse(big, VREC_MAX_SIZE + 1, &rec, err, sizeof err), -1);
 	free(big);
+}
+
+static void test_shared_record_keys_round_trip(void)
+{
+	struct vrecord rec, back;
+	CHECK_EQ(parse("mode=0600\nlink=l0123456789abcdef\nnlink=3\n", &rec), 0);
+	CHECK_EQ(rec.has, VREC_MODE | VREC_LINK | VREC_NLINK);
+	CHECK_STR(rec.link, "l0123456789abcdef");
+	CHECK_EQ(rec.nlink, 3);
+	size_t len;
+	char *text = vrecord_format(&rec, &len);
+	CHECK_EQ(parse(text, &back), 0);
+	CHECK_STR(back.link, rec.link);
+	CHECK_EQ(back.nlink, 3);
+	free(text);
+	vrecord_set_link(&back, NULL);
+	CHECK_EQ(back.has, VREC_MODE | VREC_NLINK);
+	struct vrecord copy;
+	CHECK_EQ(vrecord_copy(&copy, &rec), 0);
+	CHECK(copy.link != rec.link);
+	CHECK_STR(copy.link, "l0123456789abcdef");
+	vrecord_clear(&copy);
+	vrecord_clear(&rec);
+	vrecord_clear(&back);
+}
+
+static void test_escape_round_trip(void)
+{
+	const char *text = "mode=0644\nredirect=/a\\nb\n\x7f";
+	char *esc = vrecord_escape(text);
+	CHECK(esc != NULL);
+	CHECK(strchr(esc, '\n') == NULL);
+	char *back = vrecord_unescape(esc, strlen(esc));
+	CHECK_STR(back, text);
+	free(esc);
+	free(back);
+	CHECK(vrecord_unescape("a\\q", 3) == NULL);
+	char *p = vrecord_parse_path("/x/y", 4);
+	CHECK_STR(p, "/x/y");
+	free(p);
+	CHECK(vrecord_parse_path("/x/../y", 7) == NULL);
 }
 
 static void test_copy(void)
@@ -132,5 +175,7 @@ int main(void)
 	RUN(test_empty_record);
 	RUN(test_corrupt_records);
 	RUN(test_copy);
+	RUN(test_shared_record_keys_round_trip);
+	RUN(test_escape_round_trip);
 	return CHECK_DONE();
 }

@@ -1,6 +1,9 @@
 """rename across the layers: files, symlinks and whole directories of the original (recorded as
 a redirect, nothing copied), over existing targets, RENAME_NOREPLACE and RENAME_EXCHANGE; never
 EXDEV inside the view (the tests call rename(2) directly, without mv's copy fallback)."""
+import os
+import stat
+
 import pytest
 
 from conftest import tree_digest
@@ -102,12 +105,40 @@ def test_rename_over_existing_targets(view):
 
 
 def test_rename_symlink_and_special_files_of_the_original(view):
+    """A symlink, a FIFO, a socket and a device node of the original, renamed in a cow,vstat
+    view: each is copied up as what it is (the device, which the user may not create, as a
+    plain file and a record) and shows at its new name with its type, target or device
+    number; the old names are gone and the original keeps all four."""
+    import socket
     view.make(TREE)
-    view.mount("cow")
-    r = view.py("os.rename(P('src/link'), P('moved-link')); result = [os.readlink(P('moved-link')),"
-                " st('src/link')]")
-    assert r == ["a", "ENOENT"]
+    os.mkfifo(view.mnt / "fifo")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(view.mnt / "sock"))
+    sock.close()
+    os.mknod(view.mnt / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    os.chmod(view.mnt / "null", 0o666)  # (mknod applies the umask)
+    for n in ("fifo", "sock", "null"):
+        os.chown(view.mnt / n, view.user.uid, view.user.gid)
+    view.mount("cow,vstat")
+    before = view.orig_digest()
+    code = ("for a, b in [('src/link', 'moved-link'), ('fifo', 'src/fifo2'), ('sock', 'sock2'),"
+            "             ('null', 'dst/null2')]: os.rename(P(a), P(b))\n"
+            "result = [os.readlink(P('moved-link')), st('src/fifo2')['fmt'], st('sock2')['fmt'],"
+            " st('dst/null2'), [st(n) for n in ('src/link', 'fifo', 'sock', 'null')]]")
+    r = view.py(code)
+    assert r[0] == "a" and r[1] == stat.S_IFIFO and r[2] == stat.S_IFSOCK
+    assert (r[3]["fmt"], r[3]["rdev"], r[3]["perm"]) == (stat.S_IFCHR, [1, 3], 0o666)
+    assert r[4] == ["ENOENT"] * 4
     assert (view.layer / "moved-link").is_symlink()
+    assert (view.layer / "src/fifo2").is_fifo()
+    assert (view.layer / "dst/null2").is_file()  # never a real device node in the layer
+    assert record(view.layer, "dst/null2")["type"] == "c"
+    assert view.orig_digest() == before
+    view.remount("cow,vstat")
+    r = view.py("result = [st('src/fifo2')['fmt'], st('sock2')['fmt'], st('dst/null2')['rdev'],"
+                " ls()]")
+    assert r == [stat.S_IFIFO, stat.S_IFSOCK, [1, 3], ["dst", "file", "moved-link", "other",
+                                                       "sock2", "src"]]
 
 
 def test_renameat2_noreplace_and_exchange(view):

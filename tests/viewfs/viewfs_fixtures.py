@@ -10,14 +10,16 @@ user with helpers to act and observe (errno names instead of exceptions), and re
 snippet put in `result`. The original stays inspectable while the view covers it through a
 directory fd opened before the mount (`View.orig()`, /proc/PID/fd/N), and the layer is a plain
 directory next to it (`View.layer`)."""
+import hashlib
 import json
 import os
+import stat
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import mounted_at, run, tree_digest
+from conftest import mounted_at, run
 
 PRELUDE = r'''
 import errno, json, os, stat, sys
@@ -134,10 +136,10 @@ class View:
         return base / rel if rel else base
 
     def orig_digest(self):
-        return tree_digest(self.orig())
+        return strong_digest(self.orig())
 
     def layer_digest(self):
-        return tree_digest(self.layer)
+        return strong_digest(self.layer)
 
     # -- acting in the view, as the user --
     def py(self, code, check=True):
@@ -156,6 +158,40 @@ class View:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def strong_digest(root):
+    """{relative path ('' for the root itself): attributes} of a tree, with everything a change
+    of any kind leaves a trace in: type and mode bits, owner, st_ino, link count, size, content
+    (sha256), symlink target, mtime and ctime of every object (directories too: an entry made
+    and removed again moves them; ctime moves with every chmod, chown, link, xattr or write),
+    and every extended attribute, name=value. Not atime, which reading moves.
+    (tests/conftest.py's tree_digest, shared by all suites, leaves out ctime, nlink, st_ino,
+    xattrs and the times of directories: too weak to say "never modified".) Run it as root."""
+    root = str(root)
+
+    def attrs(p, st):
+        k = {"mode": oct(st.st_mode), "uid": st.st_uid, "gid": st.st_gid, "ino": st.st_ino,
+             "nlink": st.st_nlink, "mtime": st.st_mtime_ns, "ctime": st.st_ctime_ns}
+        if stat.S_ISLNK(st.st_mode):
+            k["target"] = os.readlink(p)
+        elif stat.S_ISREG(st.st_mode):
+            with open(p, "rb") as f:
+                data = f.read()
+            k["size"], k["sha256"] = len(data), hashlib.sha256(data).hexdigest()
+        elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+            k["rdev"] = st.st_rdev
+        follow = not stat.S_ISLNK(st.st_mode)
+        k["xattrs"] = {n: os.getxattr(p, n, follow_symlinks=follow).hex()
+                       for n in sorted(os.listxattr(p, follow_symlinks=follow))}
+        return k
+
+    out = {"": attrs(root, os.stat(root))}  # (stat: the root may be a /proc/PID/fd link)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = os.path.join(dirpath, name)
+            out[os.path.relpath(p, root)] = attrs(p, os.lstat(p))
+    return out
 
 
 @pytest.fixture
