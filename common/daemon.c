@@ -3,10 +3,12 @@
 #include "daemon.h"
 
 #include "log.h"
+#include "loop.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -255,25 +257,85 @@ struct fuse_session *vo_mount(struct vo_cmdline *cl, const char *fsname, const c
 	return se;
 }
 
+/* The multi-threaded loop is vo_loop (loop.h), not libfuse's, which ends by cancelling its
+ * threads: one cancelled inside libfuse's report of a failed read (ECONNABORTED at an
+ * unmount) dies holding stderr's lock, and the daemon then hangs at its next message to
+ * stderr, which can come before or during its flush.
+ *
+ * Its signal handlers are ours: libfuse's only mark the session exited, which nothing notices
+ * until a request comes unless the signal interrupted a thread of the loop; but vo_loop's
+ * workers block it, and the kernel may give it to any other thread (ext2's committer, fat's
+ * notifier). Ours also posts to the loop (vo_loop_exit): whichever thread takes the signal,
+ * the loop wakes every worker and ends. As libfuse does, a signal is taken only where its
+ * disposition is the default (SIGHUP ignored by nohup stays ignored), SIGPIPE is ignored
+ * meanwhile, and the dispositions are put back afterwards. */
+static struct vo_loop *exiting_loop; /* what the exit signals end: one per process */
+
+static void exit_handler(int sig)
+{
+	(void)sig;
+	vo_loop_exit(exiting_loop);
+}
+
+static const int serve_signals[] = { SIGHUP, SIGINT, SIGTERM, SIGPIPE, VO_LOOP_WAKE_SIGNAL };
+#define NSERVE_SIGNALS (sizeof serve_signals / sizeof serve_signals[0])
+
+static void take_signals(struct sigaction saved[NSERVE_SIGNALS])
+{
+	for (size_t i = 0; i < NSERVE_SIGNALS; i++)
+		sigaction(serve_signals[i], NULL, &saved[i]);
+	vo_loop_init_signals();
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sigemptyset(&sa.sa_mask);
+	sa.sa_flags = 0; /* no SA_RESTART: the loop's wait must return */
+	for (size_t i = 0; i < NSERVE_SIGNALS; i++) {
+		int sig = serve_signals[i];
+		if (sig == VO_LOOP_WAKE_SIGNAL || saved[i].sa_handler != SIG_DFL)
+			continue;
+		sa.sa_handler = sig == SIGPIPE ? SIG_IGN : exit_handler;
+		sigaction(sig, &sa, NULL);
+	}
+}
+
+static void give_back_signals(const struct sigaction saved[NSERVE_SIGNALS])
+{
+	for (size_t i = 0; i < NSERVE_SIGNALS; i++)
+		sigaction(serve_signals[i], &saved[i], NULL);
+}
+
+static int serve_threads(struct fuse_session *se, const struct vo_cmdline *cl)
+{
+	struct vo_loop *l = vo_loop_new(se, cl->max_threads);
+	if (!l) {
+		vo_error("out of memory");
+		return -ENOMEM;
+	}
+	struct sigaction saved[NSERVE_SIGNALS];
+	exiting_loop = l;
+	take_signals(saved);
+	int r = vo_loop_run(l);
+	give_back_signals(saved);
+	exiting_loop = NULL;
+	vo_loop_free(l);
+	return r;
+}
+
 int vo_serve(struct fuse_session *se, const struct vo_cmdline *cl)
 {
-	if (fuse_set_signal_handlers(se) != 0) {
-		vo_error("cannot install signal handlers");
-		return -EIO;
-	}
 	int r;
 	if (cl->single_thread) {
+		/* one thread, the caller's, which libfuse's handlers interrupt; it cancels nothing */
+		if (fuse_set_signal_handlers(se) != 0) {
+			vo_error("cannot install signal handlers");
+			return -EIO;
+		}
 		r = fuse_session_loop(se);
+		fuse_remove_signal_handlers(se);
 	} else {
-		struct fuse_loop_config *lc = fuse_loop_cfg_create();
-		fuse_loop_cfg_set_clone_fd(lc, 1);
-		if (cl->max_threads)
-			fuse_loop_cfg_set_max_threads(lc, cl->max_threads);
-		r = fuse_session_loop_mt(se, lc);
-		fuse_loop_cfg_destroy(lc);
+		r = serve_threads(se, cl);
 	}
-	fuse_remove_signal_handlers(se);
-	/* A signal ends the loop with -EINTR-like codes in some versions: not an error for us. */
+	/* libfuse's loop returns the number of the signal that ended it: not an error for us */
 	return r < 0 && r != -EINTR ? r : 0;
 }
 

@@ -57,7 +57,9 @@ struct fuse_session *vo_mount(struct vo_cmdline *cl, const char *fsname, const c
 struct fuse_session *vo_mount_err(struct vo_cmdline *cl, const char *fsname,
 				  const char *mountpoint, const struct fuse_lowlevel_ops *ops,
 				  void *userdata, const char *extra_opts, char *err, size_t errlen);
-/* Serve until unmounted or signalled; installs the signal handlers. Returns 0 or -errno. */
+/* Serve until unmounted or signalled (SIGTERM, SIGINT, SIGHUP), with the handlers of those
+ * signals installed meanwhile: from the calling thread with -s (libfuse's single-threaded
+ * loop), else with vo_loop (loop.h), up to cl->max_threads workers. Returns 0 or -errno. */
 int vo_serve(struct fuse_session *se, const struct vo_cmdline *cl);
 /* Unmount (if still mounted) and destroy the session. */
 void vo_unmount(struct fuse_session *se);

@@ -1,13 +1,14 @@
 /* See devmount.h.
  *
- * Each session is served by umdev_loop (loop.h), not by libfuse's multi-threaded loop: that
- * one ends by cancelling its threads, and a thread cancelled while libfuse reports a read
+ * Each session is served by vo_loop (common/loop.h), not by libfuse's multi-threaded loop:
+ * that one ends by cancelling its threads, and a thread cancelled while libfuse reports a read
  * error dies holding stderr's lock, which hung the daemon at its next mount. With -s, libfuse's
  * single-threaded loop serves, which cancels nothing.
  *
- * Ending a session: devmount_stop() marks it exited and interrupts the serving threads' wait
- * for a request with SIGUSR1 until the serving thread returns; the handler does nothing, its
- * only job is to make the wait return EINTR.
+ * Ending a session: devmount_stop() ends the loop with vo_loop_exit(), and the serving thread
+ * interrupts its workers' wait for a request with SIGUSR1 until they have left. With -s it marks
+ * the session exited and sends SIGUSR1 to the serving thread, which reads /dev/fuse itself,
+ * until it returns. The handler does nothing: its only job is to make the wait return EINTR.
  *
  * A detached (removed) partition is unmounted lazily: processes that still have it open keep
  * talking to our session, which answers EIO, and when the last of them closes the kernel ends
@@ -35,19 +36,9 @@
 
 extern char **environ;
 
-static void wake_handler(int sig)
-{
-	(void)sig; /* interrupting the wait is all we want */
-}
-
 void devmount_init_signals(void)
 {
-	struct sigaction sa;
-	memset(&sa, 0, sizeof sa);
-	sa.sa_handler = wake_handler;
-	sigemptyset(&sa.sa_mask);
-	sa.sa_flags = 0; /* no SA_RESTART: the wait must return */
-	sigaction(SIGUSR1, &sa, NULL);
+	vo_loop_init_signals(); /* SIGUSR1, for the loop's workers and for -s alike */
 }
 
 int devmount_check_path(const char *path, char *err, size_t errlen)
@@ -85,14 +76,15 @@ int devmount_check_path(const char *path, char *err, size_t errlen)
 static void *serve(void *arg)
 {
 	struct devmount *m = arg;
-	sigset_t wake;
-	sigemptyset(&wake);
-	sigaddset(&wake, SIGUSR1);
-	pthread_sigmask(SIG_UNBLOCK, &wake, NULL);
-	if (m->loop)
-		umdev_loop_run(m->loop);
-	else
+	if (m->loop) {
+		vo_loop_run(m->loop); /* its workers take SIGUSR1 by themselves */
+	} else {
+		sigset_t wake;
+		sigemptyset(&wake);
+		sigaddset(&wake, VO_LOOP_WAKE_SIGNAL);
+		pthread_sigmask(SIG_UNBLOCK, &wake, NULL);
 		fuse_session_loop(m->se);
+	}
 	__atomic_store_n(&m->loop_done, true, __ATOMIC_RELEASE);
 	if (m->is_disk) /* the daemon ends with its disk: tell the main thread */
 		kill(getpid(), SIGUSR2);
@@ -129,7 +121,7 @@ struct devmount *devmount_start(const struct vo_cmdline *cl, const char *path,
 			     err, errlen);
 	if (!m->se)
 		goto fail;
-	if (!cl->single_thread && !(m->loop = umdev_loop_new(m->se, cl->max_threads))) {
+	if (!cl->single_thread && !(m->loop = vo_loop_new(m->se, cl->max_threads))) {
 		snprintf(err, errlen, "out of memory");
 		goto fail_session;
 	}
@@ -140,7 +132,7 @@ struct devmount *devmount_start(const struct vo_cmdline *cl, const char *path,
 	}
 	return m;
 fail_session:
-	umdev_loop_free(m->loop);
+	vo_loop_free(m->loop);
 	fuse_session_unmount(m->se);
 	fuse_session_destroy(m->se);
 fail:
@@ -195,33 +187,40 @@ bool devmount_finished(const struct devmount *m)
 	return __atomic_load_n(&m->loop_done, __ATOMIC_ACQUIRE);
 }
 
+/* -s: libfuse's loop reads /dev/fuse in our serving thread, where only a signal reaches it.
+ * Again and again, because a signal that comes just before the read is taken before it. */
+static void stop_single_thread(struct devmount *m)
+{
+	fuse_session_exit(m->se);
+	for (;;) {
+		pthread_kill(m->thread, VO_LOOP_WAKE_SIGNAL);
+		struct timespec until;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += 20 * 1000 * 1000;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		if (pthread_timedjoin_np(m->thread, NULL, &until) == 0)
+			return;
+	}
+}
+
 void devmount_stop(struct devmount *m)
 {
 	if (!m)
 		return;
-	if (!devmount_finished(m)) {
-		fuse_session_exit(m->se);
-		for (;;) {
-			if (m->loop)
-				umdev_loop_wake(m->loop);
-			else
-				pthread_kill(m->thread, SIGUSR1);
-			struct timespec until;
-			clock_gettime(CLOCK_REALTIME, &until);
-			until.tv_nsec += 20 * 1000 * 1000;
-			if (until.tv_nsec >= 1000000000L) {
-				until.tv_sec++;
-				until.tv_nsec -= 1000000000L;
-			}
-			if (pthread_timedjoin_np(m->thread, NULL, &until) == 0)
-				break;
-		}
+	if (m->loop) {
+		vo_loop_exit(m->loop); /* harmless when it has ended already */
+		pthread_join(m->thread, NULL);
+	} else if (!devmount_finished(m)) {
+		stop_single_thread(m);
 	} else {
 		pthread_join(m->thread, NULL);
 	}
 	/* Closes the channel and unmounts what is still mounted (lazily). A detached session
 	 * whose last opener has gone was ended by the kernel: nothing left to unmount then. */
-	umdev_loop_free(m->loop);
+	vo_loop_free(m->loop);
 	fuse_session_unmount(m->se);
 	fuse_session_destroy(m->se);
 	if (m->created && unlink(m->path) < 0)

@@ -3,9 +3,9 @@
  * A umdev daemon holds one for the disk and one per partition; each has its own session so
  * that partitions can come and go while the others keep serving.
  *
- * Signals: the daemon blocks everything in its threads before starting any; a serving thread
- * unblocks only SIGUSR1, which devmount_stop() sends to end its loop, and the workers it starts
- * (loop.h) inherit that. */
+ * Signals: the daemon blocks everything in its threads before starting any. The loop's workers
+ * (common/loop.h) take only SIGUSR1, which interrupts their wait for a request when the loop
+ * ends; with -s the serving thread unblocks only SIGUSR1, which devmount_stop() sends it. */
 #ifndef UMDEV_DEVMOUNT_H
 #define UMDEV_DEVMOUNT_H
 
@@ -23,13 +23,14 @@ struct devmount {
 	bool loop_done;        /* atomic: the serving loop has returned */
 	struct devfile *df;    /* owned */
 	struct fuse_session *se;
-	struct umdev_loop *loop; /* owned; NULL with -s (libfuse's single-threaded loop) */
+	struct vo_loop *loop;  /* owned; NULL with -s (libfuse's single-threaded loop) */
 	const struct vo_cmdline *cl;
 	pthread_t thread;
 	struct devmount *next;
 };
 
-/* Install the SIGUSR1 handler that interrupts serving loops (once, before any thread). */
+/* Install the SIGUSR1 handler that interrupts serving loops (once, before any thread):
+ * vo_loop_init_signals(). */
 void devmount_init_signals(void);
 
 /* Check that path can be a device file: a regular file that is not already a mount point, or

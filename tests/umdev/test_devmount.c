@@ -1,4 +1,4 @@
-/* How a device file's session ends (umdev/devmount.c, umdev/loop.c), on a real FUSE mount: a
+/* How a device file's session ends (umdev/devmount.c, common/loop.c), on a real FUSE mount: a
  * serving thread that is reporting a failed read of /dev/fuse when the session is stopped
  * finishes its report, and stderr is usable afterwards.
  *
@@ -8,9 +8,9 @@
  * perror()s it; cancelled inside perror(), the thread died holding stderr's lock, and the mount
  * of the next partition (which captures stderr) waited for it forever, holding the service
  * lock. The kernel opens that window for a few instructions only, so this test makes the read
- * error itself: write-only /dev/null takes the place of every /dev/fuse descriptor, and the
- * next read fails with EBADF, which libfuse reports the same way. stderr is a full pipe, so the
- * report is still being written when the session is stopped.
+ * error itself (fuse_probe.h): the next read fails with EBADF, which libfuse reports the same
+ * way. stderr is a full pipe, so the report is still being written when the session is
+ * stopped. tests/unit/test_loop.c checks the loop itself; this, devmount's use of it.
  *
  * It mounts: it needs root and /dev/fuse, and exits 77 (skipped) without them. The case runs
  * in a child process, so that a hang is seen (and killed) rather than suffered. */
@@ -18,17 +18,15 @@
 #include "check.h"
 #include "devmount.h"
 #include "disk.h"
+#include "fuse_probe.h"
 #include "log.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/mount.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #define HANG_SECONDS 30 /* a generous watchdog: the case takes well under a second */
@@ -40,93 +38,6 @@ static int no_reread(void *owner, bool force)
 }
 
 static const struct devfile_hooks hooks = { .reread = no_reread };
-
-static void sleep_ms(long ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-	nanosleep(&ts, NULL);
-}
-
-/* Fill the pipe to the last byte (fd is non-blocking until then): any write then blocks. */
-static void fill(int fd)
-{
-	static const char block[4096];
-	while (write(fd, block, sizeof block) > 0)
-		;
-	while (write(fd, block, 1) > 0)
-		;
-	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-}
-
-/* Put write-only /dev/null in place of every /dev/fuse descriptor of this process. */
-static int break_fuse_fds(void)
-{
-	int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
-	DIR *d = opendir("/proc/self/fd");
-	int replaced = 0;
-	struct dirent *e;
-	while (d && (e = readdir(d))) {
-		char link[300], target[64];
-		snprintf(link, sizeof link, "/proc/self/fd/%s", e->d_name);
-		ssize_t n = readlink(link, target, sizeof target - 1);
-		if (n < 0)
-			continue;
-		target[n] = '\0';
-		if (strcmp(target, "/dev/fuse") == 0 &&
-		    dup3(null, atoi(e->d_name), O_CLOEXEC) >= 0)
-			replaced++;
-	}
-	if (d)
-		closedir(d);
-	close(null);
-	return replaced;
-}
-
-/* What /proc says thread tid of this process is doing: "NR ARG1 ..." when blocked in system
- * call NR, "running" otherwise. */
-static void syscall_line(const char *tid, char *line, size_t len)
-{
-	char path[300];
-	snprintf(path, sizeof path, "/proc/self/task/%s/syscall", tid);
-	FILE *f = fopen(path, "r");
-	line[0] = '\0';
-	if (f && !fgets(line, (int)len, f))
-		line[0] = '\0';
-	if (f)
-		fclose(f);
-}
-
-/* SIGUSR1 (devmount's wake-up) to every thread blocked in read(2): a serving thread waiting for
- * a request reads again, and fails. Only those: a signal would end a report being written. */
-static void wake_readers(void)
-{
-	DIR *d = opendir("/proc/self/task");
-	struct dirent *e;
-	char line[128];
-	while (d && (e = readdir(d))) {
-		syscall_line(e->d_name, line, sizeof line);
-		if (strncmp(line, "0 ", 2) == 0)
-			syscall(SYS_tgkill, getpid(), atoi(e->d_name), SIGUSR1);
-	}
-	if (d)
-		closedir(d);
-}
-
-/* Is some thread blocked in write(2, ...)? */
-static bool writing_stderr(void)
-{
-	DIR *d = opendir("/proc/self/task");
-	struct dirent *e;
-	char line[128];
-	bool found = false;
-	while (d && !found && (e = readdir(d))) {
-		syscall_line(e->d_name, line, sizeof line);
-		found = strncmp(line, "1 0x2 ", 6) == 0;
-	}
-	if (d)
-		closedir(d);
-	return found;
-}
 
 /* The child: serve a device file, break its reads while stderr is full, stop it. */
 static int stop_while_reporting(const char *path)
@@ -159,7 +70,7 @@ static int stop_while_reporting(const char *path)
 
 	int p[2];
 	CHECK(pipe2(p, O_NONBLOCK | O_CLOEXEC) == 0);
-	fill(p[1]);
+	fill_pipe(p[1]);
 	int saved = dup(2);
 	fflush(stderr);
 	dup2(p[1], 2);
@@ -187,19 +98,6 @@ static int stop_while_reporting(const char *path)
 	umdev_disk_free(disk);
 	fuse_opt_free_args(&cl.fuse_args);
 	return check_failures ? 1 : 0;
-}
-
-static bool mounted(const char *path)
-{
-	FILE *f = fopen("/proc/self/mountinfo", "r");
-	char line[4096], point[4096];
-	bool found = false;
-	while (f && !found && fgets(line, sizeof line, f))
-		found = sscanf(line, "%*s %*s %*s %*s %4095s", point) == 1 &&
-			strcmp(point, path) == 0;
-	if (f)
-		fclose(f);
-	return found;
 }
 
 static void test_stopping_a_session_while_a_thread_reports_a_read_error(void)
