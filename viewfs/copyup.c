@@ -387,6 +387,10 @@ int copy_up(struct viewfs *fs, struct vnode *n, off_t keep)
 			/* a hard-linked original: keep reaching the copy by fd too */
 			node_set_fd(fs, n, UPPER, openat(pfd, n->name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
 		}
+		/* the copy is the node's object now: its other names find the node by it */
+		struct stat cst;
+		if (fstatat(pfd, n->name, &cst, AT_SYMLINK_NOFOLLOW) == 0)
+			node_note_obj(n, UPPER, &cst);
 		n->in_upper = true;
 	}
 	ns_unlock(fs);

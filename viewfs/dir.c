@@ -422,6 +422,9 @@ static void mark_unlinked(struct vnode *n, struct vnode *p, const char *name,
 	if (r && r->has_rec)
 		vrecord_copy(&n->last_rec, &r->rec);
 	n->unlinked = true;
+	/* no other name of it was left (an index copy is one more link: nlink 2) */
+	if (!S_ISDIR(n->type) && r && r->st.st_nlink <= 1)
+		n->gone = true;
 }
 
 /* The upper data's last name is going: its shared record, when nothing else needs it, goes

@@ -86,6 +86,10 @@ struct vnode {
 	bool in_lower;         /* the original holds it and shows through */
 	bool excepted;         /* at or under an except= path: always the original */
 	bool unlinked;         /* its last known name was removed */
+	/* Its last name was removed: the object is gone (or lives on only through open fds), and
+	 * its inode number may already name a new file of the layer -- which must never be taken
+	 * for this node (lookup.c, node_matches). */
+	bool gone;
 	bool hashed;           /* in the table (false once replaced by a newer node) */
 	const struct except_node *except; /* directories on an except= path */
 	/* O_PATH fds: directories always, other files when hard-linked or unlinked. -1: not in
@@ -93,6 +97,16 @@ struct vnode {
 	_Atomic int fd[2];
 	dev_t fd_dev[2];       /* what fd[] named, to check a reopen finds the same directory */
 	ino_t fd_ino[2];
+	/* Non-directories: the real objects the node stands for, the original's (LOWER) and the
+	 * layer's (UPPER; for an original name of a copied-up hard link, the index's copy). A
+	 * name found again is given this node only when it is one of these objects (lookup.c,
+	 * node_matches): the view's number alone comes from a record the user may edit, and a
+	 * forged one must never make a name show another file's data. */
+	struct node_obj {
+		bool known;
+		dev_t dev;
+		ino_t ino;
+	} obj[2];
 	_Atomic uint64_t last_use;
 	struct viewfs *fs;
 	pthread_mutex_t copyup_lock;
@@ -193,7 +207,8 @@ int node_set_name(struct viewfs *fs, struct vnode *n, struct vnode *parent, cons
 /* The directory fd through which n's object in `layer` is reached, and the name to use with it
  * (for a node that holds its own fd: that fd and ""). -1 if n is not in that layer. */
 int node_at(struct vnode *n, enum layer layer, const char **name);
-/* Open n's object in `layer` with flags (O_PATH allowed). */
+/* Open n's object in `layer` with flags (O_PATH allowed; other opens are of regular files
+ * only: EIO when something else stands at the name now). */
 int node_open(struct vnode *n, enum layer layer, int flags);
 /* fstatat of n's object in layer. */
 int node_stat(struct vnode *n, enum layer layer, struct stat *st);
@@ -211,6 +226,11 @@ void node_evict_fds(struct viewfs *fs);
 /* The layer that serves n's data and attributes. */
 static inline enum layer node_layer(const struct vnode *n) { return n->in_upper ? UPPER : LOWER; }
 void node_close_fds(struct vnode *n);
+/* Note the real object behind n in layer l (see vnode.obj). */
+static inline void node_note_obj(struct vnode *n, enum layer l, const struct stat *st)
+{
+	n->obj[l] = (struct node_obj){ .known = true, .dev = st->st_dev, .ino = st->st_ino };
+}
 
 /* --- lookup.c --- */
 struct resolved {
@@ -260,8 +280,11 @@ void meta_free(struct metadir *m);
 /* Close d's metadata directory fd to save fds (ns write lock held); 1 if one was closed. */
 int meta_evict_fd(struct metadir *m);
 /* The cached listing of .-/DIR for directory d, loaded on first use (ns lock held); NULL when
- * there is none. */
+ * there is none or it cannot be read (meta_listing_error). */
 struct metadir *meta_get(struct viewfs *fs, struct vnode *d);
+/* 0, or -EIO (-ENOMEM) when d's listing cannot be read: then nothing in d may be looked up
+ * or listed (its whiteouts would be ignored). meta_flags() is 0 for such a directory. */
+int meta_listing_error(struct viewfs *fs, struct vnode *d);
 unsigned meta_flags(struct viewfs *fs, struct vnode *d, const char *name);
 /* The record of name in d: 1 with *rec filled (caller clears), 0 if none, -EIO if corrupt. */
 int meta_record(struct viewfs *fs, struct vnode *d, const char *name, struct vrecord *rec);
@@ -310,6 +333,12 @@ void meta_index_release(struct viewfs *fs, const char *key);
 void meta_record_file(const char *name, char file[NAME_MAX + 3]);
 /* rm -r of name in the directory fd parent, without following symlinks. */
 int meta_remove_tree(int parent, const char *name);
+/* Open the regular file dirfd/name of the layer with flags (no O_CREAT): never a FIFO (no
+ * open that blocks), device, socket or symlink -- those fail with EINVAL. */
+int layer_open_regular(int dirfd, const char *name, int flags);
+/* Make a whiteout at mfd/name (a regular file there already is one; a FIFO, socket, device or
+ * symlink there is replaced without being opened; a directory gives EISDIR). */
+int meta_whiteout_at(struct viewfs *fs, int mfd, const char *name);
 /* Write buf into a new file of the work area and rename it to dirfd/name. */
 int meta_write_aside(struct viewfs *fs, int dirfd, const char *name, const char *buf, size_t len);
 /* A new file in the work area (SOURCE/.-/.-): returns an fd open O_RDWR and its name. */
@@ -333,8 +362,9 @@ struct journal {
 int journal_begin(struct viewfs *fs, const struct journal *j);
 void journal_end(struct viewfs *fs);
 void journal_clear(struct journal *j);
-/* At mount, before the root's listing is read: finish or drop a journal left by a crash. */
-void journal_replay(struct viewfs *fs, int meta_root);
+/* At mount, before the root's listing is read: finish or drop a journal left by a crash. 0, or
+ * -errno when one is there but cannot be read (then no mount: a rename may be half done). */
+int journal_replay(struct viewfs *fs, int meta_root);
 /* The view path of name in directory d ("/a/b/name"); malloc'ed. */
 char *view_path(struct viewfs *fs, struct vnode *d, const char *name);
 

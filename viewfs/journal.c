@@ -222,10 +222,8 @@ static void finish(struct viewfs *fs, int meta_root, const struct journal *j)
 	if (j->whiteout) {
 		if (mf < 0)
 			mf = open_parent(meta_root, j->from, true);
-		int fd = mf < 0 ? -1 : openat(mf, nf, O_CREAT | O_WRONLY | O_NOFOLLOW | O_CLOEXEC,
-					      0644);
-		if (fd >= 0)
-			close(fd);
+		if (mf >= 0)
+			meta_whiteout_at(fs, mf, nf);
 	}
 	if (mf >= 0)
 		close(mf);
@@ -246,22 +244,44 @@ static bool data_moved(struct viewfs *fs, const struct journal *j)
 	return moved;
 }
 
-void journal_replay(struct viewfs *fs, int meta_root)
+int journal_replay(struct viewfs *fs, int meta_root)
 {
 	int wfd = openat(meta_root, META_NAME, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	int fd = wfd < 0 ? -1 : openat(wfd, JOURNAL_NAME, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	/* Only a regular file can be a journal viewfs wrote (it renames one into place). What
+	 * else the user may have put at its name -- a FIFO, whose open would wait for a writer
+	 * and so hang the mount; a device; a symlink, leading anywhere; a directory -- holds no
+	 * rename under way: it is ignored with a warning, and removed like a corrupt journal
+	 * (a directory stays: the warning of journal_end names it). Failing the mount would
+	 * gain nothing: there is no half-done rename to protect. */
+	int fd = wfd < 0 ? -1 : layer_open_regular(wfd, JOURNAL_NAME, O_RDONLY);
+	int err = errno;
 	if (wfd >= 0)
 		close(wfd);
-	if (fd < 0)
-		return;
+	if (fd < 0 && err == EINVAL) {
+		vo_warn("rename journal %s/%s/%s/%s is not a regular file: ignored", fs->source,
+			META_NAME, META_NAME, JOURNAL_NAME);
+		if (fs->work_fd >= 0)
+			journal_end(fs);
+		return 0;
+	}
+	if (fd < 0) {
+		/* there may be a rename under way that cannot be finished: no mount (the caller
+		 * names the layer's metadata and the reason) */
+		return wfd >= 0 && err != ENOENT ? -err : 0;
+	}
 	char *buf = malloc(VREC_MAX_SIZE + 1);
-	ssize_t len = buf ? read(fd, buf, VREC_MAX_SIZE + 1) : -1;
+	ssize_t len = 0, r = 0;
+	while (buf && len <= VREC_MAX_SIZE &&
+	       (r = read(fd, buf + len, (size_t)(VREC_MAX_SIZE + 1 - len))) > 0)
+		len += r;
+	if (!buf || r < 0)
+		len = -1;
 	close(fd);
-	struct journal j;
+	struct journal j = { 0 };
 	if (len < 0 || len > VREC_MAX_SIZE || parse(buf, (size_t)len, &j) < 0) {
 		vo_error("corrupt rename journal %s/%s/%s/%s: ignored", fs->source, META_NAME,
 			 META_NAME, JOURNAL_NAME);
-		memset(&j, 0, sizeof j);
+		journal_clear(&j); /* what parse() had taken before it failed */
 	} else if (fs->work_fd < 0) {
 		vo_warn("%s has an unfinished rename of %s (a crash): mount it writable once to "
 			"finish it", fs->source, j.from);
@@ -272,4 +292,5 @@ void journal_replay(struct viewfs *fs, int meta_root)
 	journal_clear(&j);
 	if (fs->work_fd >= 0)
 		journal_end(fs);
+	return 0;
 }

@@ -188,6 +188,10 @@ int resolve(struct viewfs *fs, struct vnode *p, const char *name, struct resolve
 	if (p == fs->root && strcmp(name, META_NAME) == 0)
 		return -ENOENT; /* the layer's metadata, and whatever the original has there */
 
+	/* a directory whose whiteouts cannot be read shows nothing rather than what they hide */
+	int merr = meta_listing_error(fs, p);
+	if (merr < 0)
+		return merr;
 	unsigned mf = meta_flags(fs, p, name);
 	bool whiteout = (mf & META_WHITEOUT) && fs->mode != VIEWFS_MOVE;
 	if (p->in_upper) {
@@ -316,15 +320,27 @@ static int resolve_fds(struct viewfs *fs, struct vnode *p, const char *name,
 	return 0;
 }
 
+static bool obj_is(const struct node_obj *o, const struct stat *st)
+{
+	return o->known && o->dev == st->st_dev && o->ino == st->st_ino;
+}
+
 /* Does an existing node stand for what r resolved? Directories have exactly one name; other
- * files are shared by all their names (hard links are one kernel inode). */
+ * files are shared by all their names (hard links are one kernel inode) -- but only by names
+ * of the same real object. The view's number is not enough: it may come from a record's
+ * `ino=`, which the user may have edited, and two objects that claim one number must stay two
+ * files (the second one shows its own data under that number, never the first one's). The
+ * object is the one that serves the name: the layer's (an index copy for an original name of
+ * a copied-up hard link), or the original's when the name shows the original -- which a node
+ * copied up since still knows, so that another original name of it finds it. */
 static bool node_matches(const struct vnode *n, const struct resolved *r, const struct vnode *p,
 			 const char *name)
 {
-	if (n->type != r->type || n->excepted != r->excepted)
+	if (n->type != r->type || n->excepted != r->excepted || n->gone)
 		return false;
 	if (!S_ISDIR(r->type))
-		return true;
+		return r->in_upper || r->alias ? obj_is(&n->obj[UPPER], &r->st)
+					       : obj_is(&n->obj[LOWER], &r->lst);
 	return n->parent == p && !n->unlinked && strcmp(n->name, name) == 0 &&
 	       n->in_upper == r->in_upper && n->in_lower == r->in_lower;
 }
@@ -438,6 +454,10 @@ int lookup_entry(struct viewfs *fs, struct vnode *p, const char *name,
 	nn->excepted = r.excepted;
 	nn->except = r.except;
 	nn->fs = fs;
+	if (r.in_upper || r.alias)
+		node_note_obj(nn, UPPER, &r.st);
+	if (r.in_lower)
+		node_note_obj(nn, LOWER, &r.lst);
 	for (int l = 0; l < 2; l++)
 		if (fds[l] >= 0)
 			node_set_fd(fs, nn, (enum layer)l, fds[l]);

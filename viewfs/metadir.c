@@ -81,6 +81,61 @@ bool name_reserved(struct viewfs *fs, struct vnode *d, const char *name)
 	return len > 0 && name[len - 1] == RECORD_MARK;
 }
 
+/* ------------------------------------------------------------------ files of the layer */
+
+int layer_open_regular(int dirfd, const char *name, int flags)
+{
+	/* The layer is the user's to edit: what should be a record, a journal or a whiteout may
+	 * be a FIFO (an open would wait for a writer forever and stall the mount), a device (an
+	 * open reaches its driver), a socket or a symlink. So the name is opened O_PATH, which
+	 * opens nothing, and only a regular file is opened for real, through that very fd. */
+	int pfd = openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	if (pfd < 0)
+		return -1;
+	struct stat st;
+	if (fstat(pfd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		close(pfd);
+		errno = EINVAL;
+		return -1;
+	}
+	char path[64];
+	snprintf(path, sizeof path, "/proc/self/fd/%d", pfd);
+	int fd = open(path, (flags & ~(O_CREAT | O_EXCL | O_TRUNC)) | O_NOCTTY | O_CLOEXEC);
+	int e = errno;
+	close(pfd);
+	errno = e;
+	return fd;
+}
+
+int meta_whiteout_at(struct viewfs *fs, int mfd, const char *name)
+{
+	int fd = openat(mfd, name, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644);
+	if (fd >= 0) {
+		close(fd);
+		return 0;
+	}
+	if (errno != EEXIST)
+		return -errno;
+	struct stat st;
+	if (fstatat(mfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	if (S_ISREG(st.st_mode))
+		return 0; /* any regular file is a whiteout */
+	if (S_ISDIR(st.st_mode))
+		return -EISDIR; /* children's metadata: the callers replace it on purpose */
+	/* a FIFO, socket, device or symlink that the user put there: replaced, never opened */
+	char tmp[64];
+	if ((fd = work_create(fs, tmp, sizeof tmp, 0644)) < 0)
+		return fd;
+	close(fd);
+	if (renameat(fs->work_fd, tmp, mfd, name) < 0) {
+		int e = errno;
+		unlinkat(fs->work_fd, tmp, 0);
+		return -e;
+	}
+	return 0;
+}
+
 /* ------------------------------------------------------------------ the cached listing */
 
 static size_t hash_name(const char *s, size_t nbuckets)
@@ -209,31 +264,37 @@ void meta_free(struct metadir *m)
 	free(m);
 }
 
-/* Read the listing of the metadata directory fd (owned and counted by the result). */
-static struct metadir *meta_read(struct viewfs *fs, int fd, bool is_root)
+/* Read the listing of the metadata directory fd (-1: there is none) into *out; the fd is owned
+ * and counted by the result, or closed on failure. 0 or -errno: a listing that could not be
+ * read whole is no listing at all (it would show deleted entries again). */
+static int meta_read(struct viewfs *fs, int fd, bool is_root, struct metadir **out)
 {
+	*out = NULL;
 	struct metadir *m = calloc(1, sizeof *m);
 	if (!m) {
 		if (fd >= 0)
 			close(fd);
-		return NULL;
+		return -ENOMEM;
 	}
 	m->fd = fd;
 	m->fs = fs;
-	if (fd >= 0)
-		fd_counted(fs, 1);
-	if (fd < 0)
-		return m;
+	if (fd < 0) {
+		*out = m;
+		return 0;
+	}
+	fd_counted(fs, 1);
 	int dfd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	DIR *dir = dfd >= 0 ? fdopendir(dfd) : NULL;
 	if (!dir) {
+		int e = errno;
 		if (dfd >= 0)
 			close(dfd);
-		vo_warn("cannot read layer metadata: %s", strerror(errno));
-		return m;
+		meta_free(m);
+		return -e;
 	}
+	int rc = 0;
 	struct dirent *de;
-	while ((de = readdir(dir))) {
+	for (errno = 0; (de = readdir(dir)); errno = 0) {
 		const char *nm = de->d_name;
 		if (strcmp(nm, ".") == 0 || strcmp(nm, "..") == 0)
 			continue;
@@ -242,28 +303,46 @@ static struct metadir *meta_read(struct viewfs *fs, int fd, bool is_root)
 		unsigned char t = de->d_type;
 		if (t == DT_UNKNOWN) {
 			struct stat st;
-			if (fstatat(fd, nm, &st, AT_SYMLINK_NOFOLLOW) < 0)
-				continue;
+			if (fstatat(fd, nm, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+				if (errno == ENOENT)
+					continue; /* gone meanwhile */
+				break;
+			}
 			t = S_ISDIR(st.st_mode) ? DT_DIR : S_ISREG(st.st_mode) ? DT_REG : DT_UNKNOWN;
 		}
 		size_t len = strlen(nm);
 		struct metaent *e = NULL;
+		unsigned flag = 0;
 		if (t == DT_DIR) {
-			if ((e = ment_add(m, nm)))
-				e->flags |= META_SUBDIR;
+			e = ment_add(m, nm);
+			flag = META_SUBDIR;
 		} else if (t == DT_REG && len > 0 && nm[len - 1] == RECORD_MARK) {
 			char key[KEY_MAX];
 			memcpy(key, nm, len - 1);
 			key[len - 1] = '\0';
-			if ((e = ment_add(m, key)))
-				e->flags |= META_RECORD;
+			e = ment_add(m, key);
+			flag = META_RECORD;
 		} else if (t == DT_REG) {
-			if ((e = ment_add(m, nm)))
-				e->flags |= META_WHITEOUT;
+			e = ment_add(m, nm);
+			flag = META_WHITEOUT;
+		} else {
+			continue; /* a FIFO, socket, symlink...: means nothing (the format) */
 		}
+		if (!e) {
+			errno = ENOMEM;
+			break;
+		}
+		e->flags |= flag;
 	}
+	if (errno != 0)
+		rc = -errno;
 	closedir(dir);
-	return m;
+	if (rc < 0) {
+		meta_free(m);
+		return rc;
+	}
+	*out = m;
+	return 0;
 }
 
 /* Leftovers of a crash in the work area: half-written copies and records, and the children's
@@ -313,49 +392,111 @@ int meta_init(struct viewfs *fs)
 		}
 		clean_work_area(fs);
 	}
-	if (mfd >= 0)
-		journal_replay(fs, mfd);
-	/* the index, also on a read-only layer: its copies and shared records are the view's */
+	int jr = mfd >= 0 ? journal_replay(fs, mfd) : 0;
+	if (jr < 0) {
+		close(mfd);
+		return jr;
+	}
+	/* The index is read also on a read-only layer: its copies and shared records are the
+	 * view's. The root's listing and the index are read before the mount: one that is there but
+	 * cannot be read (not a directory, a symlink, no permission, an I/O error) fails the
+	 * mount (the caller names SOURCE/.- and the reason), rather than show what the
+	 * whiteouts hide or the original's data where the index holds the copy. */
 	int wfd = fs->work_fd >= 0 ? fcntl(fs->work_fd, F_DUPFD_CLOEXEC, 0)
 		  : mfd >= 0 ? openat(mfd, META_NAME, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
 			     : -1;
+	int rc = wfd < 0 && mfd >= 0 && errno != ENOENT ? -errno : 0;
 	int ifd = wfd >= 0 ? openat(wfd, INDEX_NAME, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
 			   : -1;
+	if (ifd < 0 && wfd >= 0 && errno != ENOENT)
+		rc = -errno;
 	if (wfd >= 0)
 		close(wfd);
-	fs->index = meta_read(fs, ifd, false);
-	if (!fs->index) {
+	if (rc == 0)
+		rc = meta_read(fs, ifd, false, &fs->index);
+	else if (ifd >= 0)
+		close(ifd);
+	if (rc < 0) {
 		if (mfd >= 0)
 			close(mfd);
-		return -ENOMEM;
+		return rc;
 	}
-	struct metadir *m = meta_read(fs, mfd, true);
-	if (!m)
-		return -ENOMEM;
+	struct metadir *m;
+	if ((rc = meta_read(fs, mfd, true, &m)) < 0)
+		return rc;
 	atomic_store(&fs->root->meta, m);
 	return 0;
 }
 
-struct metadir *meta_get(struct viewfs *fs, struct vnode *d)
+/* The path of d from the view's root ("a/b/"), for messages only. */
+static void dir_path(struct viewfs *fs, struct vnode *d, char *path, size_t size)
 {
+	const char *parts[64];
+	int np = 0;
+	size_t len = 0;
+	path[0] = '\0';
+	for (struct vnode *n = d; n && n != fs->root && np < 64; n = n->parent)
+		parts[np++] = n->name;
+	while (np-- > 0 && len < size)
+		len += (size_t)snprintf(path + len, size - len, "%s/", parts[np]);
+}
+
+/* d's listing, read on first use (*err 0), or NULL: d has no metadata (excepted; *err 0), or
+ * its listing cannot be read now (*err = -errno). A listing that failed is not kept: the next
+ * use tries again (the failure may pass: fds or memory ran short), and until one succeeds the
+ * directory answers EIO (meta_listing_error): read as empty, its whiteouts would be ignored
+ * and deleted entries would show again. */
+static struct metadir *meta_load(struct viewfs *fs, struct vnode *d, int *err)
+{
+	*err = 0;
 	struct metadir *m = atomic_load(&d->meta);
 	if (m)
 		return m;
 	if (d->excepted || !d->parent)
 		return NULL;
-	struct metadir *pm = meta_get(fs, d->parent);
+	struct metadir *pm = meta_load(fs, d->parent, err);
+	if (*err < 0)
+		return NULL;
 	pthread_mutex_lock(&fs->meta_lock);
 	m = atomic_load(&d->meta);
 	if (!m) {
 		struct metaent *e = ment_find(pm, d->name);
-		int fd = -1, pfd = e && (e->flags & META_SUBDIR) ? meta_fd(fs, d->parent, pm) : -1;
-		if (pfd >= 0)
-			fd = openat(pfd, d->name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		m = meta_read(fs, fd, false);
-		atomic_store(&d->meta, m);
+		int fd = -1;
+		if (e && (e->flags & META_SUBDIR)) {
+			/* the parent's listing says it is there: not opening it is a failure,
+			 * not an absence */
+			int pfd = meta_fd(fs, d->parent, pm);
+			fd = pfd < 0 ? -1 : openat(pfd, d->name, O_PATH | O_DIRECTORY | O_NOFOLLOW |
+						   O_CLOEXEC);
+			if (fd < 0)
+				*err = -errno;
+		}
+		if (*err == 0)
+			*err = meta_read(fs, fd, false, &m);
+		if (*err == 0)
+			atomic_store(&d->meta, m);
 	}
 	pthread_mutex_unlock(&fs->meta_lock);
+	if (*err < 0 && atomic_fetch_add(&fs->corrupt_logged, 1) < 20) {
+		char path[PATH_MAX];
+		dir_path(fs, d, path, sizeof path);
+		vo_error("cannot read the layer metadata %s/%s/%s: %s: its entries give EIO",
+			 fs->source, META_NAME, path, strerror(-*err));
+	}
 	return m;
+}
+
+struct metadir *meta_get(struct viewfs *fs, struct vnode *d)
+{
+	int err;
+	return meta_load(fs, d, &err);
+}
+
+int meta_listing_error(struct viewfs *fs, struct vnode *d)
+{
+	int err;
+	meta_load(fs, d, &err);
+	return err == -ENOMEM ? err : err < 0 ? -EIO : 0;
 }
 
 unsigned meta_flags(struct viewfs *fs, struct vnode *d, const char *name)
@@ -381,15 +522,8 @@ void report_corrupt(struct viewfs *fs, struct vnode *d, const char *name, const 
 {
 	if (atomic_fetch_add(&fs->corrupt_logged, 1) >= 20)
 		return; /* a broken layer must not flood the log */
-	char path[PATH_MAX] = "";
-	size_t len = 0;
-	/* the path of d, for the message only */
-	const char *parts[64];
-	int np = 0;
-	for (struct vnode *n = d; n && n != fs->root && np < 64; n = n->parent)
-		parts[np++] = n->name;
-	while (np-- > 0 && len < sizeof path)
-		len += (size_t)snprintf(path + len, sizeof path - len, "%s/", parts[np]);
+	char path[PATH_MAX];
+	dir_path(fs, d, path, sizeof path);
 	vo_error("corrupt layer record %s/%s/%s%s\\x7f: %s", fs->source, META_NAME, path, name, why);
 }
 
@@ -399,11 +533,16 @@ static int read_record(int mfd, const char *file, struct vrecord *rec, bool *sha
 		       size_t whylen)
 {
 	memset(rec, 0, sizeof *rec);
-	int fd = mfd < 0 ? -1 : openat(mfd, file, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (mfd < 0) {
+		/* the listing named it, so its directory was there: not a record that is gone */
+		snprintf(why, whylen, "cannot open its directory: %s", strerror(errno));
+		return -EIO;
+	}
+	int fd = layer_open_regular(mfd, file, O_RDONLY);
 	if (fd < 0) {
 		if (errno == ENOENT)
 			return -ENOENT;
-		snprintf(why, whylen, "%s", strerror(errno));
+		snprintf(why, whylen, "%s", errno == EINVAL ? "not a regular file" : strerror(errno));
 		return -EIO;
 	}
 	struct stat st;
@@ -796,9 +935,9 @@ static int convert_linked_record(struct viewfs *fs, int mfd, const char *file,
 		return rc;
 	char line[VREC_KEY_MAX + 8];
 	int n = snprintf(line, sizeof line, "link=%s\n", key);
-	int fd = openat(mfd, file, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
+	int fd = layer_open_regular(mfd, file, O_WRONLY | O_APPEND);
 	if (fd < 0)
-		return -errno;
+		return errno == EINVAL ? -EIO : -errno;
 	ssize_t w = write(fd, line, (size_t)n);
 	rc = w == n ? 0 : w < 0 ? -errno : -EIO;
 	close(fd);
@@ -939,10 +1078,9 @@ int meta_set_whiteout(struct viewfs *fs, struct vnode *d, const char *name)
 	int mfd = ensure_metadir(fs, d);
 	if (mfd < 0)
 		return mfd;
-	int fd = openat(mfd, name, O_CREAT | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644);
-	if (fd < 0)
-		return -errno;
-	close(fd);
+	int rc = meta_whiteout_at(fs, mfd, name);
+	if (rc < 0)
+		return rc;
 	e = ment_add(meta_get(fs, d), name);
 	if (!e)
 		return -ENOMEM;

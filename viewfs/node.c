@@ -362,8 +362,26 @@ int node_open(struct vnode *n, enum layer layer, int flags)
 		errno = ENOENT;
 		return -1;
 	}
-	if (*name)
+	if (*name && (flags & O_PATH))
 		return openat(at, name, flags | O_NOFOLLOW | O_CLOEXEC);
+	if (*name) {
+		/* The object behind a name may have been replaced since the lookup (the layer and
+		 * the original are the user's to change): a FIFO put there must not block the
+		 * daemon (with the namespace lock held), and no other kind of file than the
+		 * regular file the kernel knows is opened for I/O. */
+		int fd = openat(at, name, flags | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+		struct stat st;
+		if (fd < 0)
+			return -1;
+		if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+			close(fd);
+			errno = EIO;
+			return -1;
+		}
+		if (!(flags & O_NONBLOCK))
+			fcntl(fd, F_SETFL, flags & ~O_NONBLOCK); /* the status flags asked for */
+		return fd;
+	}
 	if (flags & O_PATH)
 		return fcntl(at, F_DUPFD_CLOEXEC, 0);
 	/* reopen an O_PATH fd with real access modes: through its /proc/self/fd link */

@@ -242,6 +242,9 @@ static int build_listing(struct viewfs *fs, struct vnode *d, struct dirhandle *d
 		return rc;
 	if (d->excepted)
 		return layer_listing(&b, node_fd(d, LOWER), false);
+	/* without its whiteouts, the listing would show deleted entries again */
+	if ((rc = meta_listing_error(fs, d)) < 0)
+		return rc;
 	if (d->in_upper && (rc = layer_listing(&b, node_fd(d, UPPER), true)) < 0)
 		return rc;
 	if (d->in_lower && (rc = layer_listing(&b, node_fd(d, LOWER), false)) < 0 &&
@@ -283,6 +286,8 @@ int dir_empty_in_view(struct viewfs *fs, struct vnode *d)
 		rc = each_entry(node_fd(d, LOWER), count_one, &b);
 		return rc < 0 ? rc : !rc;
 	}
+	if ((rc = meta_listing_error(fs, d)) < 0)
+		return rc;
 	if (d->in_upper) {
 		b.upper = true;
 		b.fd = node_fd(d, UPPER);

@@ -20,12 +20,14 @@
 #include "viewfs.h"
 
 #include <errno.h>
+#include <linux/fuse.h>
 #include <poll.h>
 #include <semaphore.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define WAKE_SIGNAL SIGUSR1
 #define MAX_WORKERS 64
@@ -95,6 +97,34 @@ static void end_session(struct loop *l, int error)
 	pthread_mutex_unlock(&l->lock);
 }
 
+/* One request from the kernel into buf, as libfuse's fuse_session_receive_buf() reads it when
+ * splice reading is off (ops.c turns it off) -- but without its perror() of a failed read on
+ * stderr: ECONNABORTED is how a view ends when its command's mount namespace goes away, and
+ * that must not appear in the command's terminal. > 0: bytes read; 0: unmounted; -errno. */
+static int receive(struct fuse_session *se, struct fuse_buf *buf)
+{
+	/* libfuse's own buffer size, by which it caps max_write at FUSE_INIT */
+	const size_t size = 256 * (size_t)getpagesize() + 4096;
+	if (!buf->mem && !(buf->mem = malloc(size)))
+		return -ENOMEM;
+	for (;;) {
+		ssize_t n = read(fuse_session_fd(se), buf->mem, size);
+		if (n < 0 && errno == ENOENT)
+			continue; /* the request was interrupted before we read it */
+		if (n < 0 && errno == ENODEV) {
+			fuse_session_exit(se);
+			return 0;
+		}
+		if (n < 0)
+			return -errno;
+		if ((size_t)n < sizeof(struct fuse_in_header))
+			return -EIO;
+		buf->size = (size_t)n;
+		buf->flags = 0;
+		return (int)n;
+	}
+}
+
 static void *worker(void *arg)
 {
 	struct loop *l = arg;
@@ -118,7 +148,7 @@ static void *worker(void *arg)
 		pthread_mutex_unlock(&l->lock);
 
 		while (i_lead) {
-			int res = fuse_session_receive_buf(l->se, &buf);
+			int res = receive(l->se, &buf);
 			if (fuse_session_exited(l->se))
 				goto out;
 			if (res == -EINTR || res == -EAGAIN)

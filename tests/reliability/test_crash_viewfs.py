@@ -554,10 +554,15 @@ def test_kill_9_at_random_points_every_completed_operation_is_whole(utmp, user):
                 v.update(expected_view(changed))
                 views.append(v)
             match = [i for i, v in enumerate(views) if v == seen["tree"]]
+            if not match:  # the differences from the state it comes closest to, and the log
+                near = min(range(len(views)), key=lambda i: len(diff(seen["tree"], views[i])))
+                which = "not done" if near == 0 else "done" if near == len(views) - 1 \
+                    else f"between, step {near}"
             assert match, (f"round {k}: the view is no state the operations allow "
-                           f"(under way at the kill: {last_begin}):\n"
-                           + "\n".join(diff(seen["tree"], views[-1])[:20])
-                           + f"\nthe operations before:\n{recent}")
+                           f"(under way at the kill: {last_begin}); closest: {which}:\n"
+                           + "\n".join(diff(seen["tree"], views[near])[:20])
+                           + f"\nthe operations before:\n{recent}"
+                           + f"\nthe daemon's output:\n{d.stderr()[-2000:]}")
             if last_begin is not None:
                 if match[0] == 0:
                     inflight_undone += 1

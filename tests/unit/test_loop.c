@@ -275,7 +275,10 @@ static void report_then_sigterm(struct child *c)
 	struct statvfs sv;
 	released = true;
 	statvfs(c->dir, &sv); /* served: a worker now waits for the next request */
-	pipe2(c->pipe, O_NONBLOCK | O_CLOEXEC);
+	if (pipe2(c->pipe, O_NONBLOCK | O_CLOEXEC) != 0) {
+		perror("pipe2");
+		exit(1);
+	}
 	fill_pipe(c->pipe[1]);
 	c->saved_stderr = dup(2);
 	fflush(stderr);

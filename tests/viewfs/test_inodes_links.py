@@ -40,6 +40,26 @@ def test_unlink_one_name_of_a_link_keeps_the_other(view):
     assert view.py("result = [st('g')['nlink'], read('g'), st('f')]") == [1, "data\n", "ENOENT"]
 
 
+def test_a_removed_file_never_returns_as_the_new_file_that_got_its_number(view):
+    """ext4 gives a freed inode number to the next new file at once: the view must not take the
+    new file for the removed one (whose kernel inode is still held by an O_PATH fd), or the old
+    fd would show the new file's attributes and data, with nlink 1."""
+    view.mount("cow")
+    r = view.py("reused = revived = 0\n"
+                "for i in range(30):\n"
+                "    write('a', 'A' * 100); fd = os.open(P('a'), os.O_PATH)\n"
+                "    ino = os.fstat(fd).st_ino; os.unlink(P('a')); write('b', 'B' * 7)\n"
+                "    reused += st('b')['ino'] == ino\n"
+                "    try:\n"
+                "        s = os.fstat(fd); revived += s.st_nlink != 0 or s.st_size != 100\n"
+                "    except FileNotFoundError:\n"
+                "        pass\n"
+                "    os.close(fd); os.unlink(P('b'))\n"
+                "result = [reused, revived]")
+    assert r[0] > 0, "the layer's file system never reused a number: nothing was tested"
+    assert r[1] == 0, f"{r[1]} of 30 removed files came back as the new file"
+
+
 def test_nlink_and_ctime_change_at_once(view):
     view.make({"f": "x"})
     view.mount("cow")
