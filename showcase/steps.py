@@ -69,8 +69,11 @@ def busybox_cage(show):
     status, out = show.sh("viewfs -o move cage / -- /bin/busybox sh -c "
                           "'ls -lR /; /bin/busybox cat /etc/motd'", check=False)
     show.expect(status == 0, "the command ran with the cage as its root")
-    show.expect("busybox" in out and "caged" in out and "/usr" not in out and "home" not in out,
-                "ls -lR / shows only the cage")
+    dirs = [ln[:-1] for ln in out.splitlines() if ln.startswith("/") and ln.endswith(":")]
+    block = out.split("/:\n", 1)[-1].split("\n\n")[0]  # the listing of / itself
+    top = [ln for ln in block.splitlines() if not ln.startswith("total ")]
+    show.expect(dirs == ["/", "/bin", "/etc"] and [ln.split()[-1] for ln in top] == ["bin", "etc"]
+                and out.rstrip().endswith("caged"), "ls -lR / shows the cage and nothing else")
 
 
 def virtual_install(show):

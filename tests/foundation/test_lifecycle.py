@@ -193,7 +193,7 @@ def test_signal_unmounts_and_flushes(rtmp, mounts, sig):
     assert m.proc.wait(10) == 0
     m.unmounted = True
     assert not mounted_at(mnt)
-    assert "flushed" in m.stderr()
+    assert f"vo-testfs: flushed {img}: ok" in m.stderr()
     assert img.read_bytes()[:7] == b"durable"
 
 
@@ -203,7 +203,7 @@ def test_fusermount_u_flushes_and_exits_zero(rtmp, mounts):
     mnt.mkdir()
     m = mounts.start(TESTFS, img, mnt, mountpoint=mnt)
     m.unmount()  # fails the test unless the daemon exits 0
-    assert "vo-testfs: flushed" in m.stderr()
+    assert f"vo-testfs: flushed {img}: ok" in m.stderr()
 
 
 def test_read_only_option(rtmp, mounts):
