@@ -304,9 +304,9 @@ static void give_back_signals(const struct sigaction saved[NSERVE_SIGNALS])
 		sigaction(serve_signals[i], &saved[i], NULL);
 }
 
-static int serve_threads(struct fuse_session *se, const struct vo_cmdline *cl)
+static int serve_threads(struct fuse_session *se, unsigned max_threads)
 {
-	struct vo_loop *l = vo_loop_new(se, cl->max_threads);
+	struct vo_loop *l = vo_loop_new(se, max_threads);
 	if (!l) {
 		vo_error("out of memory");
 		return -ENOMEM;
@@ -323,19 +323,13 @@ static int serve_threads(struct fuse_session *se, const struct vo_cmdline *cl)
 
 int vo_serve(struct fuse_session *se, const struct vo_cmdline *cl)
 {
-	int r;
-	if (cl->single_thread) {
-		/* one thread, the caller's, which libfuse's handlers interrupt; it cancels nothing */
-		if (fuse_set_signal_handlers(se) != 0) {
-			vo_error("cannot install signal handlers");
-			return -EIO;
-		}
-		r = fuse_session_loop(se);
-		fuse_remove_signal_handlers(se);
-	} else {
-		r = serve_threads(se, cl);
-	}
-	/* libfuse's loop returns the number of the signal that ended it: not an error for us */
+	/* -s is one worker of the same loop, not libfuse's fuse_session_loop(): that one checks
+	 * for the end of the session and then reads the device, so a SIGTERM landing between the
+	 * two leaves it waiting for a request that never comes (a daemon that ignores a signal
+	 * when it arrives just after a request was served). Our loop interrupts its workers
+	 * again until they have left. */
+	int r = serve_threads(se, cl->single_thread ? 1 : cl->max_threads);
+	/* a loop ended by a signal is not an error for us */
 	return r < 0 && r != -EINTR ? r : 0;
 }
 

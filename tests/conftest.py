@@ -28,6 +28,12 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 BUILD = Path(os.environ.get("VIEWOS_BUILD", REPO / "build")).resolve()
 SANITIZER_LOGS = Path(os.environ.get("VIEWOS_SANITIZER_LOGS", "/tmp/viewos-sanitizer-logs"))
+
+# Every program the tests start gets SIGHUP at its default disposition. A suite started under
+# nohup (or by a service manager that ignores SIGHUP) would hand the daemons an ignored SIGHUP,
+# which they rightly keep ignoring, as libfuse does: the tests that end a daemon with SIGHUP
+# would then fail for the caller's setting, not the daemon's behaviour.
+signal.signal(signal.SIGHUP, signal.SIG_DFL)
 TEST_USER = "viewos-test"
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
                      "ERROR: UndefinedBehaviorSanitizer")
