@@ -348,7 +348,11 @@ int node_at(struct vnode *n, enum layer layer, const char **name)
 		*name = "";
 		return node_fd(n, layer);
 	}
-	if (!n->parent)
+	/* A removed name may already belong to another file (a rename over it, a new file): an
+	 * unlinked node without an fd of its own has no way to its object left, and going by its
+	 * old name would open, change or stat that other file -- a reader racing a rename over
+	 * the name read the new file's bytes cut to the old file's size. */
+	if (!n->parent || (n->unlinked && !S_ISDIR(n->type)))
 		return -1;
 	*name = n->name;
 	return node_fd(n->parent, layer);

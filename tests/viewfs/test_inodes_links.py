@@ -60,6 +60,27 @@ def test_a_removed_file_never_returns_as_the_new_file_that_got_its_number(view):
     assert r[1] == 0, f"{r[1]} of 30 removed files came back as the new file"
 
 
+def test_a_file_replaced_by_a_rename_is_never_opened_as_its_replacement(view):
+    """A rename over a name frees the old file; the kernel may still open it (here through an
+    O_PATH fd and /proc/self/fd; in a race, by a lookup just before the rename). The view must
+    not open whatever has its old name now: the reader of the load test got the new file's
+    bytes cut to the old file's size."""
+    view.mount("cow")
+    r = view.py("out = []\n"
+                "for i in range(10):\n"
+                "    write('a', 'A' * 4); write('b', 'B' * 8)\n"
+                "    fd = os.open(P('a'), os.O_PATH); os.rename(P('b'), P('a'))\n"
+                "    try:\n"
+                "        with open(f'/proc/self/fd/{fd}', 'rb') as f:\n"
+                "            out.append(f.read().decode())\n"
+                "    except FileNotFoundError:\n"
+                "        out.append('ENOENT')\n"
+                "    os.close(fd)\n"
+                "result = [sorted(set(out)), read('a')]")
+    assert set(r[0]) <= {"ENOENT", "AAAA"}, r[0]
+    assert r[1] == "B" * 8
+
+
 def test_nlink_and_ctime_change_at_once(view):
     view.make({"f": "x"})
     view.mount("cow")
