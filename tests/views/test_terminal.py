@@ -57,6 +57,18 @@ class Pty:
         os.close(self.master)
 
 
+def wait_for_job(user, cmdline):
+    """Until a process of the user runs exactly cmdline (the shell has started the job): a
+    keystroke sent before would reach the shell, not the job. 30 s is a watchdog."""
+    end = time.monotonic() + 30
+    while time.monotonic() < end:
+        if subprocess.run(["pgrep", "-u", str(user.uid), "-x", "-f", cmdline],
+                          stdout=subprocess.DEVNULL).returncode == 0:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"the shell did not start {cmdline!r}")
+
+
 def test_interactive_shell_with_ctrl_c_job_control_and_exit_status(user, utmp):
     layer = layer_dir(user, utmp / "layer")
     env = sanitizer_env(user.env())
@@ -69,13 +81,13 @@ def test_interactive_shell_with_ctrl_c_job_control_and_exit_status(user, utmp):
         t.expect("I-AM 0 ON fuse.viewfs")
         # Ctrl-C reaches the foreground job, not the view
         t.send("sleep 30; echo NOT-INTERRUPTED\n")
-        time.sleep(0.5)
+        wait_for_job(user, "sleep 30")
         t.send("\x03")
         t.send("echo STATUS-$?\n")
         t.expect("STATUS-130")
         # Ctrl-Z stops the foreground job; the shell's job control knows it
         t.send("sleep 31\n")
-        time.sleep(0.5)
+        wait_for_job(user, "sleep 31")
         t.send("\x1a")
         t.expect("Stopped")
         t.send("jobs -l; kill -9 %1; echo KILLED\n")
