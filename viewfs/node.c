@@ -382,8 +382,8 @@ int node_open(struct vnode *n, enum layer layer, int flags)
 			errno = EIO;
 			return -1;
 		}
-		if (!(flags & O_NONBLOCK))
-			fcntl(fd, F_SETFL, flags & ~O_NONBLOCK); /* the status flags asked for */
+		/* O_NONBLOCK stays: it means nothing for a regular file's I/O, and clearing it
+		 * would cost a syscall on every open */
 		return fd;
 	}
 	if (flags & O_PATH)
