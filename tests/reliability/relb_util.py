@@ -231,15 +231,16 @@ class Walk:
 
 
 def walk_tree(root, max_entries=5000, xattrs=True, stop=None):
-    """Visit everything under root (list, lstat, read up to READ_CAP, readlink, xattrs), each
-    directory once (by inode), recording errors instead of raising them. stop(): a callable
-    that ends the walk early when true."""
+    """Visit everything under root (list, lstat, read up to READ_CAP, readlink, xattrs),
+    recording errors instead of raising them. stop(): a callable that ends the walk early when
+    true. A directory met again inside itself (a cycle) is not entered twice; one met under a
+    second name elsewhere (a damaged entry pointing at it) is walked under both names: skipping
+    it would hide the untouched original when the damaged alias happened to come first."""
     root = str(root)
     w = Walk()
-    seen = set()
-    todo = [""]
+    todo = [("", frozenset())]
     while todo and len(w.entries) < max_entries and not (stop and stop()):
-        rel = todo.pop()
+        rel, ancestors = todo.pop()
         path = os.path.join(root, rel) if rel else root
         try:
             st = os.lstat(path)
@@ -256,16 +257,17 @@ def walk_tree(root, max_entries=5000, xattrs=True, stop=None):
             except OSError as e:
                 w.errors.append((rel, "listxattr", e.errno))
         if stat.S_ISDIR(st.st_mode):
-            if (st.st_dev, st.st_ino) in seen:
+            key = (st.st_dev, st.st_ino)
+            if key in ancestors:
                 continue
-            seen.add((st.st_dev, st.st_ino))
             try:
                 names = sorted(os.listdir(path))
             except OSError as e:
                 w.fail(rel, "listdir", e)
                 continue
             w.entries[rel] = ("dir", names)
-            todo.extend(os.path.join(rel, n) if rel else n for n in names)
+            inner = ancestors | {key}
+            todo.extend((os.path.join(rel, n) if rel else n, inner) for n in names)
         elif stat.S_ISREG(st.st_mode):
             try:
                 with open(path, "rb") as f:

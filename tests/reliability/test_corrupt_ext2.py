@@ -454,6 +454,13 @@ def kind_directories(base, rnd):
     raw("'..' pointing at inode 0", [(dot[0], b"\0\0\0\0")])
     raw("'..' pointing at a file", [(dot[0], struct.pack("<I", base.map.inode[base.files[0]]))])
     raw("whole block of 0xff", [(ents[0][0], b"\xff" * base.bs)])
+    # An entry of /big's second block made a second name for /acl-dir: /acl-dir itself is
+    # untouched and must still read whole, whichever of its two names a walk meets first.
+    alias = [e for e in base.dir_entries("big")
+             if e[1] and e[0] // base.bs == base.blocks_of("big")[1]][0]
+    out.append(Variant("/big: an entry of block 1 pointing at /acl-dir (a second name for a "
+                       "directory)", [(alias[0], struct.pack("<I", base.map.inode["acl-dir"])),
+                                      (alias[0] + 7, b"\x02")]))
     rootents = base.dir_entries("")
     r = [e for e in rootents if e[4] not in (b".", b"..") and e[1]][0]
     raw("root: first entry's rec_len 0", [(r[0] + 4, b"\0\0")])
