@@ -289,6 +289,30 @@ def describe_source(src):
     return walk_tree(src, xattrs=False).entries
 
 
+# --------------------------------------------------------------------------- resources of a daemon
+
+def rss_kib(pid):
+    """A process's resident memory, KiB (VmRSS)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def open_fds(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def forget_all():
+    """Make the kernel drop its dentries and inodes, and so send FORGET for each to the FUSE
+    daemons that had looked them up (echo 2 > drop_caches)."""
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("2\n")
+    time.sleep(0.3)  # FORGETs are sent as the kernel evicts: let them arrive
+
+
 # --------------------------------------------------------------------------- ext2 images
 
 def debugfs(img, commands):

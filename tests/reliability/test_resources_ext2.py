@@ -1,8 +1,11 @@
-"""Resources of umfuse-ext2 stay bounded: 20 000 files (mke2fs -d) are looked up by name in
-rounds (stat of every path, so every one is a FUSE LOOKUP), and after each round the kernel is
-made to forget them (echo 2 > /proc/sys/vm/drop_caches: it sends FORGET for every inode it
-dropped, and the daemon frees its nodes and directory indexes). 5 rounds (100 000 lookups) in
-the suite, 50 rounds (1 000 000 lookups) with VIEWOS_LONG=1.
+"""Resources of umfuse-ext2 stay bounded: files of an image made by mke2fs -d are looked up by
+name in rounds of 20 000 (stat of every path, so every one is a FUSE LOOKUP), and after each
+round the kernel is made to forget them (echo 2 > /proc/sys/vm/drop_caches: it sends FORGET for
+every inode it dropped, and the daemon frees its nodes and directory indexes). The image holds
+SETS different sets of 20 000 files and round r looks up set r % SETS: a daemon that kept what
+it built for each inode (and found it again by inode number) would grow with every new set,
+where one round after another over the same files would not show it. 5 rounds (100 000
+lookups, every file once) in the suite, 50 rounds (1 000 000 lookups) with VIEWOS_LONG=1.
 
 That the rounds really reach the daemon is checked first on a sample with -d (which logs every
 request): each round's stats send a LOOKUP per path, also after a forget — so the kernel did
@@ -13,7 +16,8 @@ What is measured (VmRSS and the number of open fds of the daemon, from /proc) an
   * the first round makes the daemon grow (it built a node for each of the 20 000 inodes the
     kernel looked up: another sign the lookups reached it);
   * the memory after the last round is within 8 MiB of what it was after the first (the caches
-    are warm by then, and what a lookup adds must be given back when the kernel forgets);
+    are warm by then, and what a lookup adds must be given back when the kernel forgets: four
+    new sets of 20 000 nodes and indexes kept would be some 16 MiB more);
   * the memory after the last round is within cache_size + 12 MiB of what it was at the
     start: all the daemon may keep is its metadata block cache (bounded by cache_size, here
     8 MiB) and, in the margin, libext2fs' inode cache (128 inodes), what malloc keeps of freed
@@ -27,38 +31,17 @@ filling it; this daemon runs without one (quarantine_size_mb=0: its other checks
 that RSS shows what the program keeps."""
 import os
 import subprocess
-import time
 
 import pytest
 
-from relb_util import LONG, DaemonPool
+from relb_util import LONG, DaemonPool, forget_all as forget, open_fds as fds, rss_kib
 
 DAEMON = "umfuse-ext2"
 ROUNDS = 50 if LONG else 5
-DIRS, PER_DIR = 10, 2000
+SETS, DIRS, PER_DIR = 5, 10, 2000
 CACHE_MIB = 8
 MARGIN_MIB = 12
 SAMPLE = 300
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
-def fds(pid):
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def forget():
-    """Make the kernel drop its dentries and inodes (and so FORGET them to the daemon)."""
-    os.sync()
-    with open("/proc/sys/vm/drop_caches", "w") as f:
-        f.write("2\n")
-    time.sleep(0.3)  # FORGETs are sent as the kernel evicts: let them arrive
 
 
 def lookups_in_log(d):
@@ -84,23 +67,25 @@ def check_rounds_reach_the_daemon(pool, img, mnt, sample):
 @pytest.mark.timeout(3600 if LONG else 300)
 def test_lookups_and_forgets_leave_memory_and_fds_where_they_were(tmp_path):
     src = tmp_path / "src"
-    paths = []
-    for d in range(DIRS):
-        (src / f"d{d}").mkdir(parents=True)
-        for i in range(PER_DIR):
-            p = src / f"d{d}" / f"file-with-a-name-of-some-length-{i:05d}"
-            p.touch()
-            paths.append(p.relative_to(src))
+    sets = [[] for _ in range(SETS)]
+    for s in range(SETS):
+        for d in range(DIRS):
+            (src / f"s{s}-d{d}").mkdir(parents=True)
+            for i in range(PER_DIR):
+                p = src / f"s{s}-d{d}" / f"file-with-a-name-of-some-length-{i:05d}"
+                p.touch()
+                sets[s].append(p.relative_to(src))
+    per_set = DIRS * PER_DIR
     img = tmp_path / "img"
     with open(img, "wb") as f:
         f.truncate(256 << 20)
-    subprocess.run(["mkfs.ext4", "-q", "-N", str(DIRS * PER_DIR + 1000), "-d", str(src),
+    subprocess.run(["mkfs.ext4", "-q", "-N", str(SETS * per_set + 1000), "-d", str(src),
                     str(img)], check=True, capture_output=True)
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     pool = DaemonPool(tmp_path)
     try:
-        check_rounds_reach_the_daemon(pool, img, mnt, paths[:SAMPLE])
+        check_rounds_reach_the_daemon(pool, img, mnt, sets[0][:SAMPLE])
         # no sanitizer quarantine (see the docstring); its reports still count
         d = pool.new(DAEMON, ["-o", f"ro,cache_size={CACHE_MIB}M", img, mnt], mnt,
                      asan_options="quarantine_size_mb=0:thread_local_quarantine_size_kb=0")
@@ -110,9 +95,9 @@ def test_lookups_and_forgets_leave_memory_and_fds_where_they_were(tmp_path):
         peak, after, first_round = 0, [], None
         lookups = 0
         for r in range(ROUNDS):
-            for p in paths:
+            for p in sets[r % SETS]:
                 os.stat(mnt / p)
-            lookups += len(paths)
+            lookups += per_set
             if first_round is None:
                 first_round = rss_kib(pid)
             peak = max(peak, rss_kib(pid))
@@ -125,7 +110,7 @@ def test_lookups_and_forgets_leave_memory_and_fds_where_they_were(tmp_path):
                    f"after each round: {after}")
         print(figures)
         # a node is some 80 bytes with malloc's overhead: 20 000 of them at least
-        assert first_round - start_rss > len(paths) * 80 // 1024, figures
+        assert first_round - start_rss > per_set * 80 // 1024, figures
         assert after[-1] - after[0] < 8 * 1024, figures
         assert after[-1] - start_rss < (CACHE_MIB + MARGIN_MIB) * 1024, figures
         assert d.stop() == 0, d.output()

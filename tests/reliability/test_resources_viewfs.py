@@ -23,36 +23,16 @@ The figures are printed. As in test_resources_ext2.py the daemon runs without
 AddressSanitizer's quarantine of freed memory (quarantine_size_mb=0; its other checks stay), so
 that RSS shows what the program keeps."""
 import os
-import time
 
 import pytest
 
-from relb_util import LONG, DaemonPool
+from relb_util import LONG, DaemonPool, forget_all as forget, open_fds as fds, rss_kib
 
 ROUNDS = 50 if LONG else 4
 DIRS, PER_DIR = (10, 2000) if LONG else (5, 2000)
 NODE_BYTES = 1024    # a node under ASan: the struct, its name, their redzones (about 560 seen)
 SLACK = 4 * 1024     # KiB
 ALLOWANCE = DIRS * PER_DIR * NODE_BYTES // 1024 + SLACK  # KiB: 14 MiB in the suite
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
-
-
-def fds(pid):
-    return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def forget():
-    os.sync()
-    with open("/proc/sys/vm/drop_caches", "w") as f:
-        f.write("2\n")
-    time.sleep(0.3)  # FORGETs are sent as the kernel evicts: let them arrive
 
 
 @pytest.mark.timeout(3600 if LONG else 300)
