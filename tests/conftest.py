@@ -29,11 +29,15 @@ REPO = Path(__file__).resolve().parent.parent
 BUILD = Path(os.environ.get("VIEWOS_BUILD", REPO / "build")).resolve()
 SANITIZER_LOGS = Path(os.environ.get("VIEWOS_SANITIZER_LOGS", "/tmp/viewos-sanitizer-logs"))
 
-# Every program the tests start gets SIGHUP at its default disposition. A suite started under
-# nohup (or by a service manager that ignores SIGHUP) would hand the daemons an ignored SIGHUP,
-# which they rightly keep ignoring, as libfuse does: the tests that end a daemon with SIGHUP
-# would then fail for the caller's setting, not the daemon's behaviour.
+# Every program the tests start gets SIGHUP, SIGINT and SIGQUIT at their default dispositions.
+# A suite started under nohup (SIGHUP ignored) or as a background job of a non-interactive
+# shell (`cmd &`: SIGINT and SIGQUIT ignored) would hand the daemons ignored signals, which they
+# rightly keep ignoring, as libfuse does: the tests that end a daemon with such a signal would
+# then fail for the caller's setting, not the daemon's behaviour. SIGINT gets Python's own
+# handler back (so ^C still stops pytest); a handler becomes the default in an exec'ed child.
 signal.signal(signal.SIGHUP, signal.SIG_DFL)
+signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 TEST_USER = "viewos-test"
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
                      "ERROR: UndefinedBehaviorSanitizer")

@@ -157,9 +157,11 @@ static void run_child(int (*body)(struct child *), struct child *c)
 	fflush(NULL);
 	pid_t pid = fork();
 	if (pid == 0) {
-		/* the daemons' rule: a signal the caller ignores stays ignored (nohup); these cases
-		 * send SIGHUP and so need it at its default whatever ran the test */
+		/* the daemons' rule: a signal the caller ignores stays ignored (nohup, `cmd &`);
+		 * these cases send SIGHUP and SIGINT and so need them at their defaults whatever
+		 * ran the test */
 		signal(SIGHUP, SIG_DFL);
+		signal(SIGINT, SIG_DFL);
 		check_failures = 0; /* the child's verdict is its own cases' */
 		_exit(body(c)); /* _exit: the child's leaks are not the test's */
 	}
