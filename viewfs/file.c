@@ -172,6 +172,8 @@ static struct vhandle *handle_of(struct fuse_file_info *fi)
 	return (struct vhandle *)(uintptr_t)fi->fh;
 }
 
+#define SMALL_READ (64u << 10) /* on the worker's stack */
+
 static void vfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		     struct fuse_file_info *fi)
 {
@@ -192,6 +194,23 @@ static void vfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			fuse_reply_buf(req, buf, (size_t)r);
 		free(buf);
 		return;
+	}
+	if (off == 0) {
+		/* The first read of a file: most files are small, and for them a read into a
+		 * buffer and one write to the device is two system calls, where splicing takes
+		 * four (fd to pipe, header, pipe to device, and the pipe's setup). A file longer
+		 * than the buffer is spliced after all; what was read stays in the page cache. */
+		char small[SMALL_READ];
+		size_t want = size < sizeof small ? size : sizeof small;
+		ssize_t r = pread(h->fd, small, want, 0);
+		if (r < 0) {
+			fuse_reply_err(req, errno);
+			return;
+		}
+		if ((size_t)r < want || want == size) {
+			fuse_reply_buf(req, small, (size_t)r);
+			return;
+		}
 	}
 	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(size);
 	bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;

@@ -125,6 +125,25 @@ static int receive(struct fuse_session *se, struct fuse_buf *buf)
 	}
 }
 
+/* Requests that never wait for a disk or a lock held long: the ones queued behind them wait
+ * less than a hand-over to another thread would cost (a wake-up and a switch on each side).
+ * The kernel sends RELEASE and FORGET on its own, while the process goes on with its next
+ * call: handing over on those made a single tar or cp bounce between two threads per file. */
+static bool quick(const struct fuse_buf *buf)
+{
+	switch (((const struct fuse_in_header *)buf->mem)->opcode) {
+	case FUSE_RELEASE:
+	case FUSE_RELEASEDIR:
+	case FUSE_FORGET:
+	case FUSE_BATCH_FORGET:
+	case FUSE_FLUSH:
+	case FUSE_INTERRUPT:
+		return true;
+	default:
+		return false;
+	}
+}
+
 static void *worker(void *arg)
 {
 	struct loop *l = arg;
@@ -158,7 +177,7 @@ static void *worker(void *arg)
 				end_session(l, res < 0 && res != -ENODEV ? res : 0);
 				goto out;
 			}
-			if (l->max_workers > 1) {
+			if (l->max_workers > 1 && !quick(&buf)) {
 				struct pollfd p = { .fd = fd, .events = POLLIN };
 				if (poll(&p, 1, 0) > 0 && (p.revents & POLLIN))
 					viewfs_serve_yield(); /* more waiting: another thread takes it */
