@@ -6,7 +6,8 @@
  * 1.7x the time of a single thread on untar. Here one thread, the leader, reads a request and
  * handles it itself, keeping its caches warm and never sleeping between back-to-back requests.
  * It hands the reading over to another thread (a follower, woken or started) only when that
- * buys concurrency: when more requests are already queued (a poll of the device), or when it
+ * buys concurrency: when more requests are already queued behind one that may take time (a
+ * poll of the device; never after a quick one, see quick()), or when it
  * is about to do something slow or something that waits for the kernel (viewfs_serve_yield():
  * a copy-up, fsync, direct I/O, a notification to the kernel). So serial work runs like -s and
  * concurrent work like a thread pool.
