@@ -94,6 +94,10 @@ def test_interactive_shell_with_ctrl_c_job_control_and_exit_status(user, utmp):
         t.expect("KILLED")
         t.send("sleep 32 & echo BG-$!\n")
         t.expect("BG-")
+        # until the job runs sleep: a forked child of the interactive shell ignores SIGTERM
+        # until it has set up its signals, and a kill landing there was lost (the view then
+        # waited out the sleep)
+        wait_for_job(user, "sleep 32")
         t.send("jobs; kill %1\n")
         t.expect("Running")
         t.send("exit 5\n")
