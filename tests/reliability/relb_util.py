@@ -313,6 +313,23 @@ def forget_all():
     time.sleep(0.3)  # FORGETs are sent as the kernel evicts: let them arrive
 
 
+def lookups_per_round(pool, daemon, args, mnt, sample):
+    """Two rounds of stat of every path in sample, a forget_all() after each, on a daemon run
+    with -d (it logs every request): the LOOKUPs each round sent. A round after a forget sends
+    them again only when the kernel did forget, and so sent the FORGETs."""
+    d = pool.new(daemon, ["-d", *args], mnt)
+    assert d.start(), d.output()
+    sent = []
+    for _ in range(2):
+        before = d.output().count("opcode: LOOKUP ")
+        for p in sample:
+            os.stat(mnt / p)
+        sent.append(d.output().count("opcode: LOOKUP ") - before)
+        forget_all()
+    assert d.stop() == 0, d.output()[-3000:]
+    return sent
+
+
 # --------------------------------------------------------------------------- ext2 images
 
 def debugfs(img, commands):

@@ -35,7 +35,8 @@ import subprocess
 
 import pytest
 
-from relb_util import LONG, DaemonPool, forget_all as forget, open_fds as fds, rss_kib
+from relb_util import (LONG, DaemonPool, forget_all as forget, lookups_per_round,
+                       open_fds as fds, rss_kib)
 
 DAEMON = "umfuse-ext2"
 ROUNDS = 50 if LONG else 5
@@ -43,25 +44,6 @@ SETS, DIRS, PER_DIR = 3, 10, 2000
 CACHE_MIB = 8
 MARGIN_MIB = 12
 SAMPLE = 300
-
-
-def lookups_in_log(d):
-    return d.output().count("opcode: LOOKUP ")
-
-
-def check_rounds_reach_the_daemon(pool, img, mnt, sample):
-    """With -d: each round of stats sends a LOOKUP per path, the second (after a forget) too."""
-    d = pool.new(DAEMON, ["-d", "-o", "ro", img, mnt], mnt)
-    assert d.start(), d.output()
-    sent = []
-    for _ in range(2):
-        before = lookups_in_log(d)
-        for p in sample:
-            os.stat(mnt / p)
-        sent.append(lookups_in_log(d) - before)
-        forget()
-    assert d.stop() == 0, d.output()[-3000:]
-    assert all(n >= len(sample) for n in sent), f"{len(sample)} paths stat'ed, lookups: {sent}"
 
 
 # the long run (VIEWOS_LONG=1) outlasts pytest.ini's 300 s
@@ -92,7 +74,8 @@ def test_lookups_and_forgets_leave_memory_and_fds_where_they_were(tmp_path):
     mnt.mkdir()
     pool = DaemonPool(tmp_path)
     try:
-        check_rounds_reach_the_daemon(pool, img, mnt, sets[0][:SAMPLE])
+        sent = lookups_per_round(pool, DAEMON, ["-o", "ro", img, mnt], mnt, sets[0][:SAMPLE])
+        assert all(n >= SAMPLE for n in sent), f"{SAMPLE} paths stat'ed, lookups: {sent}"
         # no sanitizer quarantine (see the docstring); its reports still count
         d = pool.new(DAEMON, ["-o", f"ro,cache_size={CACHE_MIB}M", img, mnt], mnt,
                      asan_options="quarantine_size_mb=0:thread_local_quarantine_size_kb=0")

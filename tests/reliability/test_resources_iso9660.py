@@ -29,7 +29,7 @@ import subprocess
 
 import pytest
 
-from relb_util import LONG, DaemonPool, forget_all, open_fds, rss_kib
+from relb_util import LONG, DaemonPool, forget_all, lookups_per_round, open_fds, rss_kib
 
 DAEMON = "umfuse-iso9660"
 SETS, DIRS, PER_DIR = 3, 10, 1000
@@ -37,21 +37,6 @@ ROUNDS = 50 if LONG else 2 * SETS
 NODE_BYTES = 600   # measured about 310 under ASan
 SLACK_KIB = 2048
 SAMPLE = 300
-
-
-def lookups_sent(pool, img, mnt, sample):
-    """With -d: the LOOKUPs each of two rounds of stats sent, a forget between them."""
-    d = pool.new(DAEMON, ["-d", img, mnt], mnt)
-    assert d.start(), d.output()
-    sent = []
-    for _ in range(2):
-        before = d.output().count("opcode: LOOKUP ")
-        for p in sample:
-            os.stat(mnt / p)
-        sent.append(d.output().count("opcode: LOOKUP ") - before)
-        forget_all()
-    assert d.stop() == 0, d.output()[-3000:]
-    return sent
 
 
 # the long run (VIEWOS_LONG=1) outlasts pytest.ini's 300 s
@@ -74,7 +59,7 @@ def test_memory_grows_with_the_directories_visited_and_not_with_lookups(tmp_path
     pool = DaemonPool(tmp_path)
     per_set = DIRS * PER_DIR
     try:
-        sent = lookups_sent(pool, img, mnt, sets[0][:SAMPLE])
+        sent = lookups_per_round(pool, DAEMON, [img, mnt], mnt, sets[0][:SAMPLE])
         assert all(n >= SAMPLE for n in sent), f"{SAMPLE} paths stat'ed, lookups: {sent}"
         d = pool.new(DAEMON, [img, mnt], mnt,
                      asan_options="quarantine_size_mb=0:thread_local_quarantine_size_kb=0")
