@@ -479,7 +479,8 @@ static void f_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 
 /* A read from an image file or a memory source: the bytes go from the source's page cache to
  * the kernel by splice, never through a buffer here. Up to this many runs of clusters per
- * request (a 1 MiB read of a fragmented file may need more: it is then answered short). */
+ * request; a read that needs more goes through a buffer instead: a short answer is EOF to the
+ * kernel, so the rest of the file would read as missing. */
 #define SPLICE_RUNS 64
 
 static bool read_by_splice(fuse_req_t req, struct fat_volume *vol, struct fat_node *n,
@@ -495,6 +496,10 @@ static bool read_by_splice(fuse_req_t req, struct fat_volume *vol, struct fat_no
 	if (r < 0) {
 		fuse_reply_err(req, (int)-r);
 		return true;
+	}
+	if (nruns == SPLICE_RUNS && (size_t)r < size) {
+		fat_file_unmap(n); /* more runs than fit: maybe not the end of the file */
+		return false;
 	}
 	/* fuse_bufvec ends in buf[1]: several runs need a vector allocated with room for them
 	 * (indexing past buf[0] of one declared inside another struct is out of bounds) */
